@@ -1,0 +1,1 @@
+"""Signed hash-chained feeds, storage, sync sessions, contracts and the backhaul server."""

@@ -1,0 +1,1 @@
+"""Simulated radio: virtual clock, radio and mobility models, scenarios, metrics, plots."""
