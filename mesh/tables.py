@@ -1,0 +1,81 @@
+"""The neighbour table and the AODV route table: plain records, no protocol logic."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from mesh.line import LineStatus
+
+
+@dataclass(slots=True)
+class Neighbour:
+    """A node we hear directly. `quality` is an EWMA of HELLOs received (1) and missed (0)."""
+
+    node: bytes
+    public_key: bytes
+    iface: str
+    link: Hashable
+    line: LineStatus
+    last_heard: float
+    hello_interval_s: float
+    last_hello_no: int
+    quality: float = 1.0
+    heard_hello: bool = True
+    """False for a node known only from non-HELLO frames (link may be one-way)."""
+
+    def expiry(self, allowed_loss: int) -> float:
+        return self.last_heard + allowed_loss * self.hello_interval_s
+
+
+@dataclass(slots=True)
+class Route:
+    """An AODV route table entry (RFC 3561 section 2)."""
+
+    dest: bytes
+    next_hop: bytes
+    hops: int
+    seq: int
+    seq_valid: bool
+    valid: bool
+    expiry: float
+    precursors: set[bytes] = field(default_factory=set)
+    gateway_line: LineStatus | None = None
+    """Set when `dest` answered (or was vouched for) as a gateway."""
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourInfo:
+    """Read-only view of a neighbour for status APIs."""
+
+    node: bytes
+    iface: str
+    link: Hashable
+    quality: float
+    line: LineStatus
+    last_heard: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """Read-only view of a route for status APIs."""
+
+    dest: bytes
+    next_hop: bytes
+    hops: int
+    seq: int
+    valid: bool
+    expires_in_s: float
+    precursors: tuple[bytes, ...]
+    gateway: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInfo:
+    """The gateway this node uses now."""
+
+    node: bytes
+    next_hop: bytes
+    hops: int
+    line: LineStatus
+    score: float

@@ -1,0 +1,167 @@
+"""AODV behaviour on hand-built topologies, driven in virtual time through mesh.linkgraph."""
+
+from mesh import events as ev
+from mesh import frames as fr
+from mesh.config import MeshConfig
+from mesh.line import LineStatus
+from mesh.linkgraph import LinkGraph
+
+GW = LineStatus(True, "lte", -85, True, 60)
+ALL_LINES = {i: GW for i in range(16)}
+"""Every node has a line: no gateway searches, so routing tests see only their own floods."""
+
+
+def rreqs_from(net: LinkGraph, i: int) -> list[fr.Control]:
+    out = []
+    for _, src, tx in net.sent:
+        if src == i and tx.kind == "rreq":
+            f = fr.decode(tx.data)
+            assert isinstance(f, fr.Control)
+            if f.body.origin_pk == net.nodes[i].identity.public_key:
+                out.append(f)
+    return out
+
+
+def delivered(net: LinkGraph, i: int) -> list[bytes]:
+    return [e.payload for e in net.of_type(i, ev.DataReceived)]
+
+
+def test_chain_route_hop_counts_and_expanding_ring() -> None:
+    # Every node has a line, so nobody floods gateway searches that would leave routes behind.
+    net = LinkGraph.chain(10, seed=1, lines={i: GW for i in range(10)})
+    net.run(2.5)
+    assert [len(n.neighbours()) for n in net.nodes] == [1] + [2] * 8 + [1]
+    start = len(rreqs_from(net, 0))
+    net.send(0, net.id(9), b"to the end")
+    net.run(6.0)
+    assert delivered(net, 9) == [b"to the end"]
+    assert net.nodes[0].route_to(net.id(9)).hops == 9
+    assert net.nodes[9].route_to(net.id(0)).hops == 9  # reverse route from the RREQ
+    assert net.of_type(9, ev.DataReceived)[0].hops == 9
+    ttls = [f.ttl for f in rreqs_from(net, 0)[start:] if f.body.dest == net.id(9)]
+    assert ttls == [1, 3, 5, 7, 35]  # TTL_START, +TTL_INCREMENT up to THRESHOLD, NET_DIAMETER
+    for i in range(1, 9):
+        assert net.nodes[i].route_to(net.id(9)).hops == 9 - i
+
+
+def test_grid_and_ring_shortest_routes() -> None:
+    grid = LinkGraph.grid(4, 4, seed=2)
+    grid.run(2.5)
+    grid.send(0, grid.id(15), b"corner")
+    grid.run(5.0)
+    assert delivered(grid, 15) == [b"corner"]
+    assert grid.nodes[0].route_to(grid.id(15)).hops == 6
+    ring = LinkGraph.ring(8, seed=3)
+    ring.run(2.5)
+    ring.send(0, ring.id(6), b"short way round")
+    ring.run(5.0)
+    assert ring.nodes[0].route_to(ring.id(6)).hops == 2
+    assert ring.nodes[0].route_to(ring.id(6)).next_hop == ring.id(7)
+
+
+def test_break_repaired_by_rerr_and_rediscovery() -> None:
+    net = LinkGraph.ring(6, seed=4, lines=ALL_LINES)  # 0-1-2-3-4-5-0
+    net.run(2.5)
+    net.send(0, net.id(2), b"first")
+    net.run(4.0)
+    assert net.nodes[0].route_to(net.id(2)).next_hop == net.id(1)
+    net.cut(1, 2)
+    # Node 1 notices by HELLO loss, invalidates and sends RERR to its precursor (node 0).
+    net.run(7.0)
+    assert any(e.dest == net.id(2) for e in net.of_type(0, ev.RouteBroken))
+    assert net.nodes[1].stats["tx_rerr"] >= 1 and net.nodes[0].stats["rx_rerr"] >= 1
+    net.send(0, net.id(2), b"second")
+    net.run(10.0)
+    assert delivered(net, 2) == [b"first", b"second"]
+    route = net.nodes[0].route_to(net.id(2))
+    assert route.hops == 4 and route.next_hop == net.id(5)
+
+
+def test_intermediate_node_replies_with_fresh_route_and_gratuitous_rrep() -> None:
+    net = LinkGraph.chain(5, seed=5, lines=ALL_LINES)
+    net.run(2.5)
+    net.send(1, net.id(4), b"warm up")  # node 1 learns a fresh route to 4
+    net.run(4.0)
+    assert net.nodes[1].route_to(net.id(4)) is not None
+    net.send(0, net.id(4), b"via cache")
+    net.run(4.5)
+    assert net.nodes[1].stats["rrep_intermediate"] == 1
+    assert delivered(net, 4) == [b"warm up", b"via cache"]
+    # Node 4 learned node 0's key and route from the gratuitous RREP, so it can answer.
+    assert net.nodes[4].route_to(net.id(0)) is not None
+    net.send(4, net.id(0), b"reply")
+    net.run(5.0)
+    assert delivered(net, 0) == [b"reply"]
+
+
+def test_one_way_link_is_blacklisted() -> None:
+    # 0 hears 1 but 1 does not hear 0; 0 also reaches 1's far side through 2.
+    net = LinkGraph(4, seed=6, lines=ALL_LINES)
+    net.connect(1, 0, one_way=True)
+    net.line([(0, 2), (2, 3), (3, 1)])
+    net.run(2.5)
+    net.send(1, net.id(0), b"x")  # 1 floods; 0 hears it directly and replies over the dead way
+    net.run(6.0)
+    assert net.nodes[0].stats["blacklisted"] >= 1
+    assert net.nodes[0].stats["drop_blacklisted"] >= 0
+    assert delivered(net, 0) == [b"x"]  # still delivered: the reply also went round via 2, 3
+    assert net.nodes[1].route_to(net.id(0)).hops == 3
+
+
+def test_buffer_limits_and_timeouts_are_counted() -> None:
+    cfg = MeshConfig(max_buffered_packets=5, max_buffered_per_dest=3)
+    net = LinkGraph(2, seed=7, config=cfg)  # no links: discovery must fail
+    for i in range(4):
+        net.send(0, net.id(1), bytes([i]))
+    assert net.nodes[0].stats["drop_buffer_full"] == 1
+    net.run(60.0)
+    stats = net.nodes[0].stats
+    assert stats["drop_buffer_timeout"] + stats["drop_no_route_found"] == 3
+    failed = net.of_type(0, ev.RouteDiscoveryFailed)
+    assert failed and failed[0].dest == net.id(1)
+
+
+def test_gateway_discovery_and_switch_over() -> None:
+    # 0 - 1 - 2 - 3(gw A)   and   0 - 4 - 5 - 6 - 7(gw B, farther)
+    net = LinkGraph(8, seed=8, lines={3: GW, 7: GW})
+    net.line([(0, 1), (1, 2), (2, 3), (0, 4), (4, 5), (5, 6), (6, 7)])
+    net.run(3.0)
+    changes = net.of_type(0, ev.GatewayChanged)
+    assert changes and changes[-1].new == net.id(3) and changes[-1].hops == 3
+    net.send(0, fr.BACKHAUL, b"up")
+    net.run(3.5)
+    assert [e.payload for e in net.of_type(3, ev.BackhaulData)] == [b"up"]
+    net.set_line(3, LineStatus(False, "lte", -120, False, 0))  # gateway A loses its line
+    net.run(8.0)
+    last = net.of_type(0, ev.GatewayChanged)[-1]
+    assert last.new == net.id(7) and last.hops == 4
+    net.send(0, fr.BACKHAUL, b"up again")
+    net.run(9.0)
+    assert [e.payload for e in net.of_type(7, ev.BackhaulData)] == [b"up again"]
+    assert any(isinstance(e, ev.LineStatusChanged) for e in net.events[3])
+
+
+def test_neighbour_events_and_line_change_announced_at_once() -> None:
+    net = LinkGraph.chain(2, seed=9, lines={1: GW})
+    net.run(2.5)
+    assert [e.node for e in net.of_type(0, ev.NeighbourUp)] == [net.id(1)]
+    assert net.of_type(0, ev.ManetJoined)
+    hellos_before = net.nodes[1].stats["tx_hello"]
+    net.set_line(1, LineStatus())
+    assert net.nodes[1].stats["tx_hello"] == hellos_before + 1  # not waiting for the timer
+    net.run(net.now + 0.01)
+    changed = net.of_type(0, ev.NeighbourLineChanged)
+    assert changed and not changed[-1].new.is_gateway
+    net.cut(0, 1)
+    net.run(net.now + 3.0)
+    assert [e.node for e in net.of_type(0, ev.NeighbourDown)] == [net.id(1)]
+    assert net.of_type(0, ev.ManetLeft)
+
+
+def test_data_ttl_and_no_route_drops_counted() -> None:
+    net = LinkGraph.chain(4, seed=10, config=MeshConfig(data_ttl=2))
+    net.run(2.5)
+    net.send(0, net.id(3), b"too far")
+    net.run(5.0)
+    assert delivered(net, 3) == []
+    assert sum(n.stats["drop_data_ttl"] for n in net.nodes) == 1
