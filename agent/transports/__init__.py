@@ -1,0 +1,1 @@
+"""Link transports: each a thin asyncio edge over the same mesh core."""

@@ -1,0 +1,137 @@
+"""UDP over one IP interface: broadcast/multicast for link_dst None, unicast otherwise.
+
+IPv4 sends "to all" as a limited broadcast (255.255.255.255) on a socket bound to the
+interface (SO_BINDTODEVICE), which needs no subnet configuration on a Wi-Fi Direct group or
+an ad hoc cell. IPv6 uses link-local addresses and a link-local multicast group joined on the
+interface only. Link addresses handed to the core are `(ip, port)`; for IPv6 the scope is
+the interface, so it is stripped on the way in and added on the way out.
+The protocol class only translates: datagram -> `driver.datagram_received`, and the
+driver's `send(link_dst, data)` -> `sendto`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import struct
+from collections.abc import Callable, Hashable
+from typing import Any, cast
+
+import ifaddr
+
+from agent.config import UdpSection
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+class TransportError(Exception):
+    """The interface does not exist, has no usable address, or the socket cannot be opened."""
+
+
+def interface_addresses(name: str) -> tuple[list[str], list[str]]:
+    """(IPv4 addresses, IPv6 addresses without scope) of interface `name`."""
+    for adapter in ifaddr.get_adapters():
+        if adapter.name == name:
+            v4 = [ip.ip for ip in adapter.ips if isinstance(ip.ip, str)]
+            v6 = [ip.ip[0] for ip in adapter.ips if isinstance(ip.ip, tuple)]
+            return v4, v6
+    raise TransportError(f"no network interface named {name!r}")
+
+
+def open_udp_socket(section: UdpSection) -> socket.socket:
+    """A non-blocking UDP socket bound to `section.port` on `section.interface` only."""
+    try:
+        ifindex = socket.if_nametoindex(section.interface)
+    except OSError as exc:
+        raise TransportError(f"no network interface named {section.interface!r}") from exc
+    family = socket.AF_INET if section.family == "ipv4" else socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, section.interface.encode())
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.bind(("0.0.0.0", section.port))
+        else:
+            group = socket.inet_pton(socket.AF_INET6, section.group)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(("::", section.port))
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                            group + struct.pack("@I", ifindex))
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(f"cannot open UDP on {section.interface}: {exc.strerror}") from exc
+    return sock
+
+
+class UdpLink(asyncio.DatagramProtocol):
+    """One UDP socket on one interface, as one link of the mesh core."""
+
+    def __init__(self, section: UdpSection,
+                 deliver: Callable[[bytes, str, Hashable], None]) -> None:
+        self.section = section
+        self.iface = section.iface
+        self.deliver = deliver
+        self.ifindex = socket.if_nametoindex(section.interface)
+        v4, v6 = interface_addresses(section.interface)
+        self.own = set(v4 if section.family == "ipv4" else v6)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.rx = 0
+        self.tx = 0
+        self.rx_own = 0
+        self.errors = 0
+        if section.family == "ipv4":
+            self.all_dst: tuple[Any, ...] = ("255.255.255.255", section.port)
+        else:
+            self.all_dst = (section.group, section.port, 0, self.ifindex)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host = addr[0].split("%", 1)[0]
+        if host in self.own and addr[1] == self.section.port:
+            self.rx_own += 1  # our own broadcast, looped back by the kernel
+            return
+        self.rx += 1
+        self.deliver(data, self.iface, (host, addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors += 1
+
+    def send(self, link_dst: Hashable | None, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if link_dst is None:
+            dst = self.all_dst
+        else:
+            host, port = cast(tuple[str, int], link_dst)
+            dst = (host, port) if self.section.family == "ipv4" else (host, port, 0, self.ifindex)
+        self.tx += 1
+        self.transport.sendto(data, dst)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_udp_link(section: UdpSection,
+                        deliver: Callable[[bytes, str, Hashable], None]) -> UdpLink:
+    """Open the socket and attach a UdpLink protocol to it."""
+    sock = open_udp_socket(section)
+    if section.family == "ipv6":
+        _, v6 = interface_addresses(section.interface)
+        if not any(ipaddress.IPv6Address(a).is_link_local for a in v6):
+            sock.close()
+            raise TransportError(f"{section.interface} has no IPv6 link-local address yet")
+    loop = asyncio.get_running_loop()
+    link = UdpLink(section, deliver)
+    await loop.create_datagram_endpoint(lambda: link, sock=sock)
+    return link
