@@ -850,9 +850,11 @@ class MeshNode:
         if known is None or not known.seq_valid:
             flags |= F_UNKNOWN_SEQ
         seed = self._rng.randbytes(HASH_LEN)
+        # No honest copy travels more hops than its TTL, so the chain need be no longer:
+        # verifying costs one hash per hop left, and ring searches start small.
         body = Rreq(self.identity.public_key, self._next_counter(), self._seq, disc.dest,
-                    known.seq if known is not None else 0, flags, cfg.net_diameter,
-                    hash_chain(seed, cfg.net_diameter))
+                    known.seq if known is not None else 0, flags, disc.ttl,
+                    hash_chain(seed, disc.ttl))
         signed, sig = self._sign(body)
         self.stats["rreq_originated"] += 1
         self._broadcast(encode_control(T_RREQ, self.id, signed, sig, disc.ttl, 0, seed), "rreq",
