@@ -73,13 +73,17 @@ class SimSection:
     """Join a `sim-radio medium` server over loopback UDP instead of (or besides) real radios."""
 
     enabled: bool = False
+    """Join the simulated medium as one more link."""
     host: str = "127.0.0.1"
+    """Address of the medium server."""
     port: int = 4270
     """Where the medium server listens."""
     node_index: int | None = None
     """Position of this agent in the simulated scenario; None lets the server assign one."""
     mtu: int = 1400
+    """Largest mesh frame the simulated link carries in one transmission."""
     name: str = "sim"
+    """The core's name for this link."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +91,9 @@ class DiscoverySection:
     """zeroconf (mDNS/DNS-SD) service advertisement and browsing."""
 
     enabled: bool = True
+    """Advertise and browse over mDNS on the IPv4 addresses of the [[udp]] links."""
     service_type: str = "_manet-agent._udp.local."
+    """DNS-SD service type; instances are named by node id."""
     interfaces: list[str] = field(default_factory=list)
     """IP addresses or interface names zeroconf uses; empty = those of the [[udp]] links."""
 
@@ -104,7 +110,9 @@ class LineSection:
     probe_host: str = ""
     """Backhaul host for the TCP-connect probe; empty means "no backhaul configured"."""
     probe_port: int = 443
+    """TCP port of the probe."""
     probe_timeout_s: float = 3.0
+    """A probe (or command) slower than this counts as failed."""
     probe_interface: str = ""
     """Interface the probe leaves by (SO_BINDTODEVICE), e.g. "wwan0"; empty = routing table."""
     technology: str = "lte"
@@ -122,6 +130,7 @@ class ControlSection:
     """The local control socket used by `manet-agent status|routes|neighbours|send|ping`."""
 
     socket: str = "/run/manet-agent/control.sock"
+    """Unix socket path (created 0660; the directory is created if missing)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,8 +138,11 @@ class MetricsSection:
     """Prometheus text-format metrics over HTTP (off by default)."""
 
     enabled: bool = False
+    """Serve GET /metrics."""
     address: str = "127.0.0.1"
+    """Listen address (keep it local unless a firewall guards the port)."""
     port: int = 9469
+    """TCP port (0 picks a free one, which the agent logs)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +162,7 @@ class LedgerSection:
     """Recording mesh events in the node's signed ledger."""
 
     enabled: bool = True
+    """Record mesh events in the ledger when the ledger package is available."""
     path: str = ""
     """SQLite file; empty = <state_dir>/ledger.sqlite."""
 

@@ -209,8 +209,10 @@ class Lab:
     def wait_ready(self, names: list[str] | None = None, timeout_s: float = 15.0) -> None:
         """Wait until each agent answers on its control socket."""
         for name in names or list(self.agents()):
-            self.wait_for(lambda n=name: self.try_request(n, "status") is not None,
-                          timeout_s, f"agent {name} did not start")
+            self.wait_for(self._answers(name), timeout_s, f"agent {name} did not start")
+
+    def _answers(self, name: str) -> Callable[[], bool]:
+        return lambda: self.try_request(name, "status") is not None
 
     def agents(self) -> dict[str, Host]:
         return {n: h for n, h in self.hosts.items() if h.proc is not None}
