@@ -341,6 +341,9 @@ class MeshNode:
                 self._send_rreq(disc, now)
         elif kind == "gw_check":
             self._gateway_check(now)
+        elif kind == "gw_refresh":
+            assert isinstance(key, bytes)
+            self._gateway_refresh(key, now)
 
     # ----------------------------------------------------------------- sending helpers
 
@@ -750,9 +753,6 @@ class MeshNode:
         if route.expiry > now:
             self._push_timer(route.expiry, "route", dest)
         elif route.valid:
-            if dest == self._gateway and not self._line.is_gateway:
-                # Keep the gateway route alive while we depend on it: ask again.
-                self._start_discovery(BACKHAUL, now, gateway=True)
             self._invalidate(route, "expired", now)
         else:
             del self._routes[dest]
@@ -798,7 +798,21 @@ class MeshNode:
         route = self._routes[new]
         self._events.append(ev.GatewayChanged(old, new, route.next_hop, route.hops, route.seq,
                                               self._gateways[new], reason, now))
+        self._push_timer(route.expiry - self.config.net_traversal_s, "gw_refresh", new)
         self._flush_buffer(BACKHAUL, now)
+
+    def _gateway_refresh(self, gw: bytes, now: float) -> None:
+        """Renew the route to the gateway we depend on shortly before it expires."""
+        route = self._routes.get(gw)
+        if gw != self._gateway or route is None or not route.valid or self._line.is_gateway:
+            return
+        due = route.expiry - self.config.net_traversal_s
+        if due > now:
+            self._push_timer(due, "gw_refresh", gw)
+            return
+        self.stats["gateway_refreshes"] += 1
+        self._start_discovery(BACKHAUL, now, gateway=True)
+        self._push_timer(route.expiry, "gw_refresh", gw)
 
     def _lose_gateway(self, gw: bytes, now: float) -> None:
         """`gw` lost its line (its HELLO or an RERR said so): forget it and tell precursors."""
@@ -824,7 +838,7 @@ class MeshNode:
         if dest in self._discoveries:
             return
         cfg = self.config
-        known = self._routes.get(dest)
+        known = self._routes.get(self._gateway if gateway and self._gateway else dest)
         ttl = cfg.ttl_start if known is None else min(known.hops + cfg.ttl_increment,
                                                        cfg.net_diameter)
         disc = _Discovery(dest, ttl, 0, now, gateway, now)

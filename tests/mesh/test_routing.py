@@ -165,3 +165,13 @@ def test_data_ttl_and_no_route_drops_counted() -> None:
     net.run(5.0)
     assert delivered(net, 3) == []
     assert sum(n.stats["drop_data_ttl"] for n in net.nodes) == 1
+
+
+def test_gateway_route_is_refreshed_before_it_expires() -> None:
+    net = LinkGraph(4, seed=11, lines={3: GW})
+    net.line([(0, 1), (1, 2), (2, 3)])
+    net.run(95.0)  # three gateway-route lifetimes (30 s each) with no traffic
+    changes = net.of_type(0, ev.GatewayChanged)
+    assert len(changes) == 1 and changes[0].new == net.id(3)  # never lost, never re-found
+    assert net.nodes[0].stats["gateway_refreshes"] >= 3
+    assert net.nodes[0].gateway is not None and net.nodes[0].gateway.hops == 3
