@@ -51,7 +51,7 @@ def test_example_config_is_valid() -> None:
 )
 def test_bad_values_name_the_key(data: dict[str, object], key: str, words: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(data)  # type: ignore[arg-type]
+        parse_config(data)
     assert info.value.key == key
     assert words in str(info.value)
 
