@@ -21,7 +21,7 @@ from typing import Any
 
 import cbor2
 
-from mesh.identity import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN
+from mesh.identity import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, node_id_of
 from mesh.line import LineStatus
 
 VERSION = 1
@@ -218,6 +218,8 @@ class Control:
     ttl: int = 0
     hop_count: int = 0
     hop_hash: bytes = b""
+    origin: bytes = b""
+    """Node id of the signer (hash of body.origin_pk), computed once when decoded."""
 
     @property
     def kind(self) -> str:
@@ -310,12 +312,40 @@ def decode(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
             ttl, hop_count, hash_value = _uint(ttl, 255), _uint(hop_count, 255), _hash(hash_value)
         elif unsigned != []:
             raise ValueError("unexpected unsigned fields")
-        return Control(frame_type, sender, body, signed, signature, ttl, hop_count, hash_value)
+        return Control(frame_type, sender, body, signed, signature, ttl, hop_count, hash_value,
+                       node_id_of(body.origin_pk))
     except FrameError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, IndexError, OverflowError,
             RecursionError) as exc:
         raise FrameError("malformed", str(exc) or type(exc).__name__) from exc
+
+
+class DecodeCache:
+    """Remembers decoded frames by their bytes, bounded (oldest out).
+
+    Decoding is a pure function of the bytes and frames are immutable, so a simulator may
+    share one cache among all its nodes: a broadcast heard by twelve neighbours is parsed
+    once. Only frames that decode are kept; errors are raised every time.
+    """
+
+    def __init__(self, capacity: int = 16384) -> None:
+        self.capacity = capacity
+        self._frames: dict[bytes, Frame] = {}
+        self.hits = 0
+
+    def decode(self, data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
+        if len(data) > max_bytes:
+            raise FrameError("oversized", f"{len(data)} bytes > {max_bytes}")
+        frame = self._frames.get(data)
+        if frame is not None:
+            self.hits += 1
+            return frame
+        frame = decode(data, max_bytes)
+        self._frames[data] = frame
+        if len(self._frames) > self.capacity:
+            del self._frames[next(iter(self._frames))]
+        return frame
 
 
 # --- fragments -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import hashlib
 import os
 import secrets
 import stat
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,29 +133,30 @@ def x25519_public_of(public_key: bytes) -> bytes:
 
 
 class VerifyCache:
-    """Remembers verification results, bounded (LRU).
+    """Remembers verification results, bounded (oldest out).
 
     Verification is a pure function of (key, message, signature), so one cache may be
     shared by all the nodes a simulator runs in one process: a flooded RREQ is then
-    verified once, not once per receiver.
+    verified once, not once per receiver. The key is the triple itself (a valid signature
+    must not vouch for another message), and hashing bytes that are already in the cache
+    costs no cryptography.
     """
 
     def __init__(self, capacity: int = 65536) -> None:
         self.capacity = capacity
-        self._results: OrderedDict[bytes, bool] = OrderedDict()
+        self._results: dict[tuple[bytes, bytes, bytes], bool] = {}
         self.hits = 0
         self.misses = 0
 
     def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
-        key = signature + hashlib.sha256(public_key + message).digest()
+        key = (public_key, signature, message)
         cached = self._results.get(key)
         if cached is not None:
             self.hits += 1
-            self._results.move_to_end(key)
             return cached
         self.misses += 1
         ok = verify(public_key, signature, message)
         self._results[key] = ok
         if len(self._results) > self.capacity:
-            self._results.popitem(last=False)
+            del self._results[next(iter(self._results))]
         return ok

@@ -13,6 +13,7 @@ from random import Random
 
 from mesh import events as ev
 from mesh.config import WIFI, LinkProfile, MeshConfig
+from mesh.frames import DecodeCache
 from mesh.identity import Identity, VerifyCache
 from mesh.line import LINE_DOWN, LineStatus
 from mesh.node import MeshNode, Transmit
@@ -28,6 +29,7 @@ class LinkGraph:
                  lines: dict[int, LineStatus] | None = None, shared_cache: bool = True) -> None:
         rng = Random(seed)
         cache = VerifyCache() if shared_cache else None
+        decoded = DecodeCache() if shared_cache else None
         self.now = 0.0
         self.delay_s = delay_s
         self.links: set[tuple[int, int]] = set()
@@ -35,7 +37,8 @@ class LinkGraph:
         self.nodes = [
             MeshNode(identity=Identity.from_seed(rng.randbytes(32)), rng=Random(rng.random()),
                      now=0.0, interfaces={IFACE: profile}, config=config,
-                     line=(lines or {}).get(i, LINE_DOWN), verify_cache=cache)
+                     line=(lines or {}).get(i, LINE_DOWN), verify_cache=cache,
+                     decode_cache=decoded)
             for i in range(n)
         ]
         self.index = {node.id: i for i, node in enumerate(self.nodes)}
@@ -91,9 +94,12 @@ class LinkGraph:
         node = self.nodes[i]
         for tx in node.datagrams_to_send():
             self.sent.append((self.now, i, tx))
-            targets = ([b for (a, b) in self.links if a == i] if tx.link_dst is None
-                       else [tx.link_dst] if (i, tx.link_dst) in self.links else [])
-            for j in sorted(t for t in targets if isinstance(t, int)):
+            if tx.link_dst is None:
+                targets = sorted(b for (a, b) in self.links if a == i)
+            else:
+                targets = [tx.link_dst] if (i, tx.link_dst) in self.links else []
+            for j in targets:
+                assert isinstance(j, int)
                 if self.loss is not None and self.loss(i, j, tx):
                     continue
                 self._seq += 1

@@ -44,6 +44,7 @@ from mesh.frames import (
     Body,
     Control,
     Data,
+    DecodeCache,
     FrameError,
     Hello,
     Rerr,
@@ -114,6 +115,7 @@ class MeshNode:
         line: LineStatus = LINE_DOWN,
         config: MeshConfig | None = None,
         verify_cache: VerifyCache | None = None,
+        decode_cache: DecodeCache | None = None,
         counter_start: int = 0,
     ) -> None:
         self.interfaces: dict[str, LinkProfile] = dict(interfaces or {"wifi0": WIFI})
@@ -130,6 +132,7 @@ class MeshNode:
         self._verify: Callable[[bytes, bytes, bytes], bool] = (
             verify_cache.verify if verify_cache is not None else verify
         )
+        self._decode = decode_cache.decode if decode_cache is not None else decode
         self._sealer = Sealer(identity)
         cfg = self.config
         self._replay = ReplayGuard(cfg.replay_window, cfg.max_known_nodes)
@@ -231,7 +234,7 @@ class MeshNode:
                 return
             data = whole
         try:
-            frame = decode(data, self.config.max_frame_bytes)
+            frame = self._decode(data, self.config.max_frame_bytes)
         except FrameError as exc:
             self._drop(exc.reason)
             return
@@ -470,7 +473,7 @@ class MeshNode:
 
     def _on_control(self, frame: Control, iface: str, link: Hashable, now: float) -> None:
         body = frame.body
-        origin = node_id_of(body.origin_pk)
+        origin = frame.origin
         if origin == self.id:
             self._drop("duplicate")
             return

@@ -57,4 +57,4 @@ def test_signatures_and_cache() -> None:
     assert (cache.hits, cache.misses) == (1, 1)
     for i in range(5):
         cache.verify(a.public_key, sig, bytes([i]))
-    assert len(cache._results) == 2
+    assert len(cache._results) == 2  # bounded
