@@ -94,12 +94,12 @@ class LinkGraph:
         node = self.nodes[i]
         for tx in node.datagrams_to_send():
             self.sent.append((self.now, i, tx))
-            if tx.link_dst is None:
+            dst = tx.link_dst
+            if dst is None:
                 targets = sorted(b for (a, b) in self.links if a == i)
             else:
-                targets = [tx.link_dst] if (i, tx.link_dst) in self.links else []
+                targets = [dst] if isinstance(dst, int) and (i, dst) in self.links else []
             for j in targets:
-                assert isinstance(j, int)
                 if self.loss is not None and self.loss(i, j, tx):
                     continue
                 self._seq += 1
