@@ -175,3 +175,48 @@ def test_gateway_route_is_refreshed_before_it_expires() -> None:
     assert len(changes) == 1 and changes[0].new == net.id(3)  # never lost, never re-found
     assert net.nodes[0].stats["gateway_refreshes"] >= 3
     assert net.nodes[0].gateway is not None and net.nodes[0].gateway.hops == 3
+
+
+def test_link_quality_tracks_hello_loss() -> None:
+    net = LinkGraph(3, seed=12, lines=ALL_LINES)
+    net.line([(0, 1), (0, 2)])
+    heard = [0]
+
+    def lossy(src: int, dst: int, tx: object) -> bool:
+        if (src, dst) != (2, 0):
+            return False
+        heard[0] += 1
+        return heard[0] % 2 == 0  # every other frame from 2 to 0 is lost
+
+    net.loss = lossy
+    net.run(30.0)
+    quality = {n.node: n.quality for n in net.nodes[0].neighbours()}
+    assert quality[net.id(1)] > 0.95
+    assert 0.3 < quality[net.id(2)] < 0.8
+
+
+def test_rreq_rate_limit() -> None:
+    net = LinkGraph.chain(2, seed=13, lines=ALL_LINES)
+    net.run(2.5)
+    for k in range(30):  # thirty unknown destinations at once
+        net.send(0, bytes([k]) * 8, b"?")
+    net.run(3.499)
+    limit = MeshConfig().rreq_ratelimit
+    sent = [t for t, src, tx in net.sent if src == 0 and tx.kind == "rreq" and t >= 2.5]
+    assert len(sent) == limit  # RREQ_RATELIMIT per second
+    assert net.nodes[0].stats["rreq_ratelimited"] >= 20
+    net.run(20.0)  # the postponed discoveries go out later, never more than the limit a second
+    sent = [t for t, src, tx in net.sent if src == 0 and tx.kind == "rreq"]
+    assert len(sent) > 3 * limit
+    assert all(sum(1 for u in sent if t - 1.0 < u <= t) <= limit for t in sent)
+
+
+def test_same_seed_same_frames() -> None:
+    def run() -> list[tuple[float, int, bytes]]:
+        net = LinkGraph.grid(3, 3, seed=14, lines={8: GW})
+        net.run(3.0)
+        net.send(0, fr.BACKHAUL, b"det")
+        net.run(6.0)
+        return [(t, i, tx.data) for t, i, tx in net.sent]
+
+    assert run() == run()
