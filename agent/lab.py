@@ -171,11 +171,12 @@ class Lab:
 
     def config_text(self, host: Host, *, hello_s: float = 1.0, line: str = "down",
                     discovery: bool = False, metrics_port: int = 0,
-                    extra: str = "") -> str:
+                    family: str = "ipv4", extra: str = "") -> str:
         host.socket = str(host.dir / "control.sock")
         host.line_file = str(host.dir / "line")
         Path(host.line_file).write_text(line)
-        udp = "".join(f'[[udp]]\ninterface = "{i}"\n\n' for i in host.ifaces)
+        udp = "".join(f'[[udp]]\ninterface = "{i}"\nfamily = "{family}"\n\n'
+                      for i in host.ifaces)
         metrics = (f"[metrics]\nenabled = true\nport = {metrics_port}\n\n"
                    if metrics_port else "")
         return (

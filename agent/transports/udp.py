@@ -23,6 +23,7 @@ import ifaddr
 from agent.config import UdpSection
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+LINK_LOCAL_WAIT_S = 10.0
 
 
 class TransportError(Exception):
@@ -122,15 +123,27 @@ class UdpLink(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+async def wait_link_local(interface: str, timeout_s: float) -> None:
+    """Wait until `interface` has an IPv6 link-local address (it appears once the carrier is
+    up and duplicate address detection is over, which may be after the agent starts)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        _, v6 = interface_addresses(interface)
+        if any(ipaddress.IPv6Address(a).is_link_local for a in v6):
+            return
+        if loop.time() >= deadline:
+            raise TransportError(f"{interface} has no IPv6 link-local address "
+                                 f"after {timeout_s} s")
+        await asyncio.sleep(0.1)
+
+
 async def open_udp_link(section: UdpSection,
                         deliver: Callable[[bytes, str, Hashable], None]) -> UdpLink:
     """Open the socket and attach a UdpLink protocol to it."""
-    sock = open_udp_socket(section)
     if section.family == "ipv6":
-        _, v6 = interface_addresses(section.interface)
-        if not any(ipaddress.IPv6Address(a).is_link_local for a in v6):
-            sock.close()
-            raise TransportError(f"{section.interface} has no IPv6 link-local address yet")
+        await wait_link_local(section.interface, LINK_LOCAL_WAIT_S)
+    sock = open_udp_socket(section)
     loop = asyncio.get_running_loop()
     link = UdpLink(section, deliver)
     await loop.create_datagram_endpoint(lambda: link, sock=sock)
