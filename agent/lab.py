@@ -212,6 +212,11 @@ class Lab:
         for name in names or list(self.agents()):
             self.wait_for(self._answers(name), timeout_s, f"agent {name} did not start")
 
+    def wait_neighbours(self, name: str, count: int, timeout_s: float = 10.0) -> None:
+        """Wait until agent `name` lists exactly `count` neighbours."""
+        self.wait_for(lambda: self.request(name, "status")["neighbours"] == count, timeout_s,
+                      f"{name} sees {count} neighbours")
+
     def _answers(self, name: str) -> Callable[[], bool]:
         return lambda: self.try_request(name, "status") is not None
 

@@ -32,8 +32,7 @@ def segment() -> Iterator[Lab]:
         lab.start_agent("V2", hello_s=0.5, family="ipv6")
         lab.wait_ready()
         for name in ("U", "G1", "G2"):
-            lab.wait_for(lambda n=name: lab.request(n, "status")["neighbours"] == 2, 10,
-                         f"{name} sees the two others")
+            lab.wait_neighbours(name, 2)
         yield lab
     finally:
         lab.close()

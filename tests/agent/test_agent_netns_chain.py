@@ -33,8 +33,7 @@ def chain() -> Iterator[Lab]:
                             metrics_port=METRICS_PORT if name == "A" else 0)
         lab.wait_ready()
         for name, count in zip(NAMES, [1, 2, 2, 2, 1], strict=True):
-            lab.wait_for(lambda n=name, c=count: lab.request(n, "status")["neighbours"] == c,
-                         10, f"{name} sees {count} neighbours")
+            lab.wait_neighbours(name, count)
         yield lab
     finally:
         lab.close()

@@ -25,8 +25,7 @@ def ring() -> Iterator[Lab]:
             lab.start_agent(name, hello_s=0.5)
         lab.wait_ready()
         for name in NAMES:
-            lab.wait_for(lambda n=name: lab.request(n, "status")["neighbours"] == 2, 10,
-                         f"{name} sees both ring neighbours")
+            lab.wait_neighbours(name, 2)
         yield lab
     finally:
         lab.close()
