@@ -67,7 +67,7 @@ from mesh.line import LINE_DOWN, LineStatus
 from mesh.reassembly import Reassembler
 from mesh.replay import Freshness, ReplayGuard
 from mesh.seal import Sealer, SealError
-from mesh.tables import GatewayInfo, Neighbour, NeighbourInfo, Route, RouteInfo
+from mesh.tables import INF, GatewayInfo, Neighbour, NeighbourInfo, Route, RouteInfo
 
 __all__ = ["BACKHAUL", "MeshNode", "PayloadTooLarge", "Transmit"]
 
@@ -189,6 +189,11 @@ class MeshNode:
     def get_timer(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
+    @property
+    def pending_timers(self) -> int:
+        """Timer entries held (stale ones included): stays bounded however links flap."""
+        return len(self._timers)
+
     def datagrams_to_send(self) -> list[Transmit]:
         out, self._out = self._out, []
         return out
@@ -250,8 +255,8 @@ class MeshNode:
     def handle_timer(self, now: float) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, kind, key = heapq.heappop(timers)
-            self._fire(kind, key, now)
+            when, _, kind, key = heapq.heappop(timers)
+            self._fire(kind, key, when, now)
 
     def send_data(self, dest: bytes, payload: bytes, now: float) -> None:
         """Send `payload` end to end to `dest` (a node id, or BACKHAUL via a gateway)."""
@@ -305,7 +310,7 @@ class MeshNode:
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
 
-    def _fire(self, kind: str, key: object, now: float) -> None:
+    def _fire(self, kind: str, key: object, when: float, now: float) -> None:
         if kind == "hello":
             if now >= self._next_hello:
                 self._send_hello(now)
@@ -313,15 +318,16 @@ class MeshNode:
             assert isinstance(key, Transmit)
             self._emit(key)
         elif kind == "route":
-            assert isinstance(key, bytes)
-            self._route_timer(key, now)
+            assert isinstance(key, Route)
+            if self._routes.get(key.dest) is key and key.timer_at == when:
+                key.timer_at = INF
+                self._route_timer(key, now)
         elif kind == "neighbour":
-            assert isinstance(key, bytes)
-            nb = self._neighbours.get(key)
-            if nb is not None:
-                expiry = nb.expiry(self.config.allowed_hello_loss)
+            assert isinstance(key, Neighbour)
+            if self._neighbours.get(key.node) is key:
+                expiry = key.expiry(self.config.allowed_hello_loss)
                 if expiry <= now:
-                    self._link_break(key, "hello timeout", now)
+                    self._link_break(key.node, "hello timeout", now)
                 else:
                     self._push_timer(expiry, "neighbour", key)
         elif kind == "discovery":
@@ -345,7 +351,7 @@ class MeshNode:
         elif kind == "gw_check":
             self._gateway_check(now)
         elif kind == "gw_refresh":
-            assert isinstance(key, bytes)
+            assert isinstance(key, Route)
             self._gateway_refresh(key, now)
 
     # ----------------------------------------------------------------- sending helpers
@@ -428,7 +434,7 @@ class MeshNode:
             self._events.append(ev.NeighbourUp(origin, iface, body.line, now))
             if len(self._neighbours) == 1:
                 self._events.append(ev.ManetJoined((origin,), self._line.is_gateway, now))
-            self._push_timer(nb.expiry(cfg.allowed_hello_loss), "neighbour", origin)
+            self._push_timer(nb.expiry(cfg.allowed_hello_loss), "neighbour", nb)
         else:
             missed = min(max(body.hello_no - nb.last_hello_no - 1, 0), 16)
             keep = 1.0 - cfg.link_quality_alpha
@@ -714,22 +720,20 @@ class MeshNode:
                 route.seq, route.seq_valid = seq, True
             if gateway_line is not None:
                 route.gateway_line = gateway_line
-            was_valid = route.valid
             route.valid = True
             route.expiry = expiry if changed else max(route.expiry, expiry)
             if changed:
-                self._route_up(route, now, rearm=not was_valid)
+                self._route_up(route, now)
             return
         if route.valid and route.next_hop == next_hop:
             route.expiry = max(route.expiry, expiry)
             if gateway_line is not None:
                 route.gateway_line = gateway_line
 
-    def _route_up(self, route: Route, now: float, rearm: bool = True) -> None:
+    def _route_up(self, route: Route, now: float) -> None:
         self._events.append(ev.RouteAdded(route.dest, route.next_hop, route.hops, route.seq,
                                           route.expiry - now, now))
-        if rearm:
-            self._push_timer(route.expiry, "route", route.dest)
+        self._arm_route(route)
         if route.dest in self._gateways or route.gateway_line is not None:
             self._reselect_gateway(now, "route to gateway")
 
@@ -743,22 +747,25 @@ class MeshNode:
     def _invalidate(self, route: Route, reason: str, now: float) -> None:
         route.valid = False
         route.expiry = now + self.config.delete_period_s
-        self._push_timer(route.expiry, "route", route.dest)
+        self._arm_route(route)
         self._events.append(ev.RouteBroken(route.dest, route.next_hop, route.hops, route.seq,
                                            reason, now))
         if route.dest == self._gateway or route.next_hop == self._gateway_next_hop():
             self._reselect_gateway(now, f"route broken: {reason}")
 
-    def _route_timer(self, dest: bytes, now: float) -> None:
-        route = self._routes.get(dest)
-        if route is None:
-            return
+    def _arm_route(self, route: Route) -> None:
+        """Keep one timer per route, at the earliest deadline it needs (stale ones are ignored)."""
+        if route.expiry < route.timer_at:
+            route.timer_at = route.expiry
+            self._push_timer(route.expiry, "route", route)
+
+    def _route_timer(self, route: Route, now: float) -> None:
         if route.expiry > now:
-            self._push_timer(route.expiry, "route", dest)
+            self._arm_route(route)
         elif route.valid:
             self._invalidate(route, "expired", now)
         else:
-            del self._routes[dest]
+            del self._routes[route.dest]
 
     # ----------------------------------------------------------------- gateways
 
@@ -801,21 +808,21 @@ class MeshNode:
         route = self._routes[new]
         self._events.append(ev.GatewayChanged(old, new, route.next_hop, route.hops, route.seq,
                                               self._gateways[new], reason, now))
-        self._push_timer(route.expiry - self.config.net_traversal_s, "gw_refresh", new)
+        self._push_timer(route.expiry - self.config.net_traversal_s, "gw_refresh", route)
         self._flush_buffer(BACKHAUL, now)
 
-    def _gateway_refresh(self, gw: bytes, now: float) -> None:
+    def _gateway_refresh(self, route: Route, now: float) -> None:
         """Renew the route to the gateway we depend on shortly before it expires."""
-        route = self._routes.get(gw)
-        if gw != self._gateway or route is None or not route.valid or self._line.is_gateway:
-            return
+        if (route.dest != self._gateway or self._routes.get(route.dest) is not route
+                or not route.valid or self._line.is_gateway):
+            return  # a chain for a gateway we no longer use: let it end
         due = route.expiry - self.config.net_traversal_s
         if due > now:
-            self._push_timer(due, "gw_refresh", gw)
+            self._push_timer(due, "gw_refresh", route)
             return
         self.stats["gateway_refreshes"] += 1
         self._start_discovery(BACKHAUL, now, gateway=True)
-        self._push_timer(route.expiry, "gw_refresh", gw)
+        self._push_timer(route.expiry, "gw_refresh", route)
 
     def _lose_gateway(self, gw: bytes, now: float) -> None:
         """`gw` lost its line (its HELLO or an RERR said so): forget it and tell precursors."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from mesh.line import LineStatus
 
+INF = float("inf")
+
 
 @dataclass(slots=True)
 class Neighbour:
@@ -42,6 +44,8 @@ class Route:
     precursors: set[bytes] = field(default_factory=set)
     gateway_line: LineStatus | None = None
     """Set when `dest` answered (or was vouched for) as a gateway."""
+    timer_at: float = INF
+    """Deadline of this route's one armed timer (INF: none)."""
 
 
 @dataclass(frozen=True, slots=True)

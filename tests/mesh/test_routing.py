@@ -220,3 +220,18 @@ def test_same_seed_same_frames() -> None:
         return [(t, i, tx.data) for t, i, tx in net.sent]
 
     assert run() == run()
+
+
+def test_flapping_links_do_not_pile_up_timers() -> None:
+    net = LinkGraph.chain(3, seed=15, lines=ALL_LINES)
+    net.run(2.5)
+    for cycle in range(40):  # the middle link comes and goes, with traffic across it
+        net.cut(1, 2)
+        net.run(net.now + 3.0)
+        net.connect(1, 2)
+        net.run(net.now + 1.5)
+        net.send(0, net.id(2), b"%d" % cycle)
+        net.run(net.now + 1.5)
+    # One timer per route and neighbour plus a few: earlier code grew by ~4 per flap.
+    assert max(n.pending_timers for n in net.nodes) <= 12
+    assert len(delivered(net, 2)) >= 35
