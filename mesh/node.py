@@ -564,7 +564,9 @@ class MeshNode:
                 and not body.flags & F_DEST_ONLY and route.next_hop != frame.sender
                 and (gateway_search or body.flags & F_UNKNOWN_SEQ or route.seq >= body.dest_seq)
                 and (not gateway_search or route.gateway_line is not None)):
-            reverse = self._routes[origin]
+            reverse = self._routes.get(origin)
+            if reverse is None:  # the table was full
+                return
             route.precursors.add(frame.sender)
             reverse.precursors.add(route.next_hop)
             self.stats["rrep_intermediate"] += 1
@@ -617,6 +619,9 @@ class MeshNode:
         if node_id_of(body.dest_pk) != body.dest:
             self._drop("bad_dest_key")
             return
+        if body.dest == self.id:
+            self._drop("rrep_for_self")
+            return
         hops = frame.hop_count + 1
         self._neighbour_route(frame.sender, now)
         if frame.ttl & 1:
@@ -645,7 +650,9 @@ class MeshNode:
         if reverse is None or not reverse.valid:
             self._drop("no_reverse_route")
             return
-        forward = self._routes[body.dest]
+        forward = self._routes.get(body.dest)
+        if forward is None:  # the table was full
+            return
         forward.precursors.add(reverse.next_hop)
         reverse.precursors.add(frame.sender)
         reverse.expiry = max(reverse.expiry, now + self.config.active_route_timeout_s)

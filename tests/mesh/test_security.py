@@ -120,3 +120,39 @@ def test_fragmented_control_and_data_over_ble_min_mtu() -> None:
     net.run(8.0)
     assert [e.payload for e in net.of_type(3, ev.DataReceived)] == [bytes(range(200))]
     assert net.nodes[0].stats["tx_frag"] > 0
+
+
+def test_full_route_table_never_raises() -> None:
+    net = LinkGraph.chain(3, seed=7, lines=ALL, config=MeshConfig(max_known_nodes=4))
+    net.run(2.5)
+    rng = Random(2)
+    for _ in range(50):  # valid RREQs from many originators fill every table
+        ident = Identity.from_seed(rng.randbytes(32))
+        seed = rng.randbytes(16)
+        body = fr.Rreq(ident.public_key, 1, 1, net.id(2), 0, fr.F_UNKNOWN_SEQ, 3,
+                       fr.hash_chain(seed, 3))
+        signed = fr.encode_body(body)
+        sig = ident.sign(fr.signing_message(fr.T_RREQ, signed))
+        net.inject(1, fr.encode_control(fr.T_RREQ, ident.node_id, signed, sig, 3, 0, seed), 0)
+        net.run(net.now + 0.05)
+    assert net.nodes[1].stats["drop_route_table_full"] > 0
+    assert len(net.nodes[1].routes(net.now)) <= 4
+
+
+def test_mutated_real_frames_never_raise() -> None:
+    net = LinkGraph.grid(3, 3, seed=8, lines={8: GW})
+    net.run(3.0)
+    net.send(0, fr.BACKHAUL, b"up")
+    net.send(0, net.id(4), b"mid")
+    net.run(6.0)
+    corpus = [tx.data for _, _, tx in net.sent]
+    rng = Random(3)
+    target = net.nodes[4]
+    for k in range(4000):
+        data = bytearray(rng.choice(corpus))
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        target.receive(bytes(data), "radio0", rng.randrange(9), net.now + k * 0.001)
+        target.handle_timer(net.now + k * 0.001)
+    dropped = sum(v for key, v in target.stats.items() if key.startswith("drop_"))
+    assert dropped > 3000
