@@ -16,13 +16,12 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig, ConfigError
 from agent.control import CommandError, ControlServer
-from agent.discovery import Discovery, Peer
 from agent.driver import CoreDriver
 from agent.line_monitor import LineMonitor
 from agent.logs import NodeLogger
@@ -35,6 +34,9 @@ from mesh.frames import BACKHAUL
 from mesh.identity import Identity
 from mesh.line import LINE_DOWN, LineStatus
 from mesh.node import MeshNode, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from agent.discovery import Discovery, Peer
 
 PING = b"\x00manet-ping"
 PONG = b"\x00manet-pong"
@@ -120,7 +122,7 @@ class Agent:
         self.start_wall = 0.0
         self._pings: dict[bytes, asyncio.Future[float]] = {}
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.node: MeshNode | None = None
         self.driver: CoreDriver | None = None
         self.monitor: LineMonitor | None = None
@@ -174,17 +176,20 @@ class Agent:
         await self.monitor.check()
         self.monitor.start()
         if self.config.discovery.enabled and self.config.udp:
-            await self._start_discovery()
+            # mDNS probing and announcing take about a second: do not hold the mesh for it.
+            self._spawn(self._start_discovery())
         if self.config.metrics.enabled:
             m = self.config.metrics
             self.metrics = MetricsServer(m.address, m.port, self.snapshot)
             await self.metrics.start()
-        self._tasks.append(loop.create_task(self._save_state_periodically()))
+        self._spawn(self._save_state_periodically())
         self.driver.flush()
         self.log.event("agent_started", links=",".join(self.links), restarts=self.state.restarts,
                        startup_ms=round((loop.time() - self.started) * 1000, 1))
 
     async def _start_discovery(self) -> None:
+        from agent.discovery import Discovery  # zeroconf costs memory: load it only when used
+
         addresses: list[str] = []
         for udp in self.config.udp:
             v4, _ = interface_addresses(udp.interface)
@@ -199,6 +204,8 @@ class Agent:
                                    on_peer=self._on_peer)
         self.discovery.line = self.monitor.status if self.monitor else LINE_DOWN
         await self.discovery.start()
+        self.log.event("discovery_started", service=d.service_type,
+                       addresses=",".join(addresses))
 
     async def stop(self) -> None:
         """Leave the mesh, flush the ledger, close everything; safe to call twice."""
@@ -207,7 +214,7 @@ class Agent:
         self.log.event("agent_stopping")
         if self.node is not None and self.node.line.is_gateway:
             self.driver.set_line(LINE_DOWN)  # tell users of this gateway to switch now
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -243,6 +250,17 @@ class Agent:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log.error("background_task_failed", error=f"{type(exc).__name__}: {exc}")
+
     def request_stop(self) -> None:
         self._stopping.set()
 
@@ -273,8 +291,7 @@ class Agent:
         if self.driver is not None:
             self.driver.set_line(status)
         if self.discovery is not None:
-            task = asyncio.get_running_loop().create_task(self.discovery.update_line(status))
-            self._tasks.append(task)
+            self._spawn(self.discovery.update_line(status))
 
     def _on_peer(self, node_id: str, peer: Peer | None) -> None:
         if peer is None:

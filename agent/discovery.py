@@ -90,6 +90,7 @@ class Discovery:
         self.browser: AsyncServiceBrowser | None = None
         self.info: AsyncServiceInfo | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.registered = False
 
     def _service_info(self) -> AsyncServiceInfo:
         return AsyncServiceInfo(
@@ -106,6 +107,9 @@ class Discovery:
                                  ip_version=IPVersion.V4Only)
         self.info = self._service_info()
         await self.azc.async_register_service(self.info, allow_name_change=False)
+        self.registered = True
+        if self.info.properties != self._service_info().properties:
+            await self.update_line(self.line)  # the line changed while we were announcing
         self.browser = AsyncServiceBrowser(self.azc.zeroconf, self.service_type,
                                            handlers=[self._on_change])
 
@@ -139,8 +143,8 @@ class Discovery:
     async def update_line(self, line: LineStatus) -> None:
         """Re-announce the TXT record with the new line status."""
         self.line = line
-        if self.azc is None:
-            return
+        if self.azc is None or not self.registered:
+            return  # start() announces the latest line once registered
         self.info = self._service_info()
         await self.azc.async_update_service(self.info)
 

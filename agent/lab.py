@@ -171,20 +171,24 @@ class Lab:
 
     def config_text(self, host: Host, *, hello_s: float = 1.0, line: str = "down",
                     discovery: bool = False, metrics_port: int = 0,
-                    family: str = "ipv4", extra: str = "") -> str:
+                    family: str = "ipv4", mesh: dict[str, Any] | None = None,
+                    line_interval_s: float = 0.1,
+                    extra: str = "") -> str:
         host.socket = str(host.dir / "control.sock")
         host.line_file = str(host.dir / "line")
         Path(host.line_file).write_text(line)
         udp = "".join(f'[[udp]]\ninterface = "{i}"\nfamily = "{family}"\n\n'
                       for i in host.ifaces)
+        mesh_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (mesh or {}).items())
         metrics = (f"[metrics]\nenabled = true\nport = {metrics_port}\n\n"
                    if metrics_port else "")
         return (
             f'[node]\nkey_file = "{host.dir / "node.key"}"\nstate_dir = "{host.dir}"\n'
             f'name = "{host.name}"\n\n'
-            f"[mesh]\nhello_interval_s = {hello_s}\n\n"
+            f"[mesh]\nhello_interval_s = {hello_s}\n{mesh_lines}\n"
             f"{udp}"
-            f'[line]\nmonitor = "file"\nfile = "{host.line_file}"\ninterval_s = 0.1\n\n'
+            f'[line]\nmonitor = "file"\nfile = "{host.line_file}"\n'
+            f"interval_s = {line_interval_s}\n\n"
             f"[discovery]\nenabled = {'true' if discovery else 'false'}\n\n"
             f'[control]\nsocket = "{host.socket}"\n\n'
             f"{metrics}"

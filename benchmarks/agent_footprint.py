@@ -1,0 +1,190 @@
+"""Footprint and speed of real agent processes in network namespaces; prints JSON.
+
+Measures (needs root, iproute2 and nftables):
+- idle agent: resident memory, CPU share over `--idle-s` seconds with several neighbours
+  sending a HELLO every second, start-up time (launch -> control socket answers, and the
+  agent's own start-up time from its log);
+- a chain of 5 hosts: route discovery time over 4 hops (first ping minus a steady round
+  trip), round trip over 4 hops (median), throughput of data over 4 hops;
+- a ring of 6 hosts: time to repair a route after a link silently stops carrying frames
+  (an nftables drop on both ends, the interfaces stay up).
+
+Usage: sudo .venv/bin/python benchmarks/agent_footprint.py [--idle-s 60] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.lab import Lab, lab_available
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def idle(idle_s: float, neighbours: int) -> dict[str, Any]:
+    with Lab() as lab:
+        names = ["I0"] + [f"N{i}" for i in range(neighbours)]
+        for name in names:
+            lab.add_host(name)
+        lab.bridge(names)
+        starts = []
+        for name in names[1:]:
+            lab.start_agent(name, discovery=True, line_interval_s=5.0)
+        lab.wait_ready(names[1:])
+        t0 = time.monotonic()
+        host = lab.start_agent("I0", discovery=True, line_interval_s=5.0)
+        lab.wait_ready(["I0"], timeout_s=30)
+        starts.append(time.monotonic() - t0)
+        lab.wait_neighbours("I0", neighbours, timeout_s=15)
+        assert host.proc is not None
+        pid = host.proc.pid
+        time.sleep(2.0)
+        c0, w0 = cpu_s(pid), time.monotonic()
+        time.sleep(idle_s)
+        c1, w1 = cpu_s(pid), time.monotonic()
+        own = [x for x in lab.logs("I0") if x.get("event") == "agent_started"]
+        status = lab.request("I0", "status")
+        return {
+            "idle_rss_mb": round(rss_mb(pid), 1),
+            "idle_cpu_percent_of_core": round(100 * (c1 - c0) / (w1 - w0), 3),
+            "idle_window_s": round(w1 - w0, 1),
+            "idle_neighbours": status["neighbours"],
+            "hello_interval_s": 1.0,
+            "startup_to_control_socket_s": round(starts[0], 3),
+            "startup_in_process_ms": float(own[0]["startup_ms"]) if own else None,
+        }
+
+
+def chain(count: int, size: int) -> dict[str, Any]:
+    names = [f"C{i}" for i in range(5)]
+    with Lab() as lab:
+        for name in names:
+            lab.add_host(name)
+        for a, b in itertools.pairwise(names):
+            lab.link(a, b)
+        for name in names:
+            lab.start_agent(name)
+        lab.wait_ready()
+        for name, n in zip(names, [1, 2, 2, 2, 1], strict=True):
+            lab.wait_neighbours(name, n, timeout_s=15)
+        dest = lab.hosts["C4"].node_id
+        first = lab.request("C0", "ping", dest=dest, count=1, timeout=5.0)["rtt_ms"][0]
+        rtts = [r for r in lab.request("C0", "ping", dest=dest, count=200,
+                                       timeout=1.0)["rtt_ms"] if r is not None]
+        rtt = statistics.median(rtts)
+        before = lab.request("C4", "status")["app_rx"]
+        sent = lab.request("C0", "blast", dest=dest, count=count, size=size, batch=16)
+        time.sleep(1.0)
+        after = lab.request("C4", "status")["app_rx"]
+        got = after["packets"] - before["packets"]
+        window = after["last"] - (before["last"] if before["packets"] else after["first"])
+        return {
+            "route_discovery_4_hops_ms": round(first - rtt, 2) if first else None,
+            "first_ping_4_hops_ms": first,
+            "rtt_4_hops_ms_median": round(rtt, 3),
+            "rtt_4_hops_ms_p90": round(sorted(rtts)[int(len(rtts) * 0.9)], 3),
+            "throughput_4_hops_mb_s": round(got * size / window / 1e6, 3) if window > 0 else None,
+            "throughput_delivered_ratio": round(got / count, 3),
+            "throughput_payload_bytes": size,
+            "throughput_sender_mb_s": round(sent["bytes"] / sent["seconds"] / 1e6, 3),
+        }
+
+
+def chain_flood_discovery() -> dict[str, Any]:
+    """Route discovery over 4 hops with `ttl_start = net_diameter` (no expanding ring)."""
+    names = [f"F{i}" for i in range(5)]
+    with Lab() as lab:
+        for name in names:
+            lab.add_host(name)
+        for a, b in itertools.pairwise(names):
+            lab.link(a, b)
+        for name in names:
+            lab.start_agent(name, mesh={"ttl_start": 35})
+        lab.wait_ready()
+        for name, n in zip(names, [1, 2, 2, 2, 1], strict=True):
+            lab.wait_neighbours(name, n, timeout_s=15)
+        dest = lab.hosts["F4"].node_id
+        first = lab.request("F0", "ping", dest=dest, count=1, timeout=5.0)["rtt_ms"][0]
+        rtts = [r for r in lab.request("F0", "ping", dest=dest, count=50,
+                                       timeout=1.0)["rtt_ms"] if r is not None]
+        return {"route_discovery_4_hops_ms_ttl_start_35":
+                round(first - statistics.median(rtts), 2) if first else None}
+
+
+def ring_repair() -> dict[str, Any]:
+    names = [f"R{i}" for i in range(6)]
+    with Lab() as lab:
+        for name in names:
+            lab.add_host(name)
+        for i, name in enumerate(names):
+            lab.link(name, names[(i + 1) % 6])
+        for name in names:
+            lab.start_agent(name)
+        lab.wait_ready()
+        for name in names:
+            lab.wait_neighbours(name, 2, timeout_s=15)
+        dest = lab.hosts["R2"].node_id
+        assert None not in lab.request("R0", "ping", dest=dest, count=3, timeout=2.0)["rtt_ms"]
+        ia, ib = lab.links[("R0", "R1")]
+        lab.drop("R0", ia, 100)
+        lab.drop("R1", ib, 100)
+        cut = time.monotonic()
+        repaired = None
+        while time.monotonic() - cut < 30:
+            if lab.request("R0", "ping", dest=dest, count=1, timeout=0.05)["rtt_ms"][0]:
+                repaired = time.monotonic() - cut
+                break
+        route = {r["dest"]: r for r in lab.request("R0", "routes")}.get(dest, {})
+        return {"repair_after_silent_loss_s": round(repaired, 3) if repaired else None,
+                "repaired_route_hops": route.get("hops"),
+                "hello_interval_s": 1.0, "allowed_hello_loss": 2}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-s", type=float, default=60.0)
+    parser.add_argument("--neighbours", type=int, default=4)
+    parser.add_argument("--count", type=int, default=20000, help="payloads in the throughput run")
+    parser.add_argument("--size", type=int, default=1200, help="payload bytes")
+    parser.add_argument("--quick", action="store_true", help="10 s idle, 2000 payloads")
+    args = parser.parse_args()
+    why = lab_available()
+    if why is not None:
+        print(json.dumps({"error": why}))
+        return 1
+    if args.quick:
+        args.idle_s, args.count = 10.0, 2000
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
+    }
+    result.update(idle(args.idle_s, args.neighbours))
+    result.update(chain(args.count, args.size))
+    result.update(chain_flood_discovery())
+    result.update(ring_repair())
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
