@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import signal
@@ -151,23 +152,26 @@ class Agent:
         self.started = loop.time()
         self.start_wall = time.time()
         self.state.load()
-        seed = self.config.node.seed
-        rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8)))
-        self.node = MeshNode(identity=self.identity, rng=rng, now=loop.time(),
-                             interfaces=self.profiles(), line=LINE_DOWN,
-                             config=self.config.mesh, counter_start=self.state.counter_start)
-        self.driver = CoreDriver(self.node, loop, on_error=self._link_error)
-        self.driver.listeners.append(self._on_event)
         for udp in self.config.udp:
-            link = await open_udp_link(udp, self.driver.datagram_received)
-            self.links[udp.iface] = link
-            self.driver.add_link(udp.iface, link)
+            self.links[udp.iface] = await open_udp_link(udp, self._deliver)
+        profiles = self.profiles()
         if self.config.sim.enabled:
             from agent.transports.sim import open_sim_link
 
-            sim_link = await open_sim_link(self.config.sim, self.driver.datagram_received)
-            self.links[self.config.sim.name] = sim_link
-            self.driver.add_link(self.config.sim.name, sim_link)
+            sim = await open_sim_link(self.config.sim, self.identity.node_id, self._deliver)
+            self.links[sim.iface] = sim
+            if sim.client.mtu and sim.client.mtu < profiles[sim.iface].mtu:
+                profiles[sim.iface] = dataclasses.replace(profiles[sim.iface],
+                                                          mtu=sim.client.mtu)
+        seed = self.config.node.seed
+        rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8)))
+        self.node = MeshNode(identity=self.identity, rng=rng, now=loop.time(),
+                             interfaces=profiles, line=LINE_DOWN,
+                             config=self.config.mesh, counter_start=self.state.counter_start)
+        self.driver = CoreDriver(self.node, loop, on_error=self._link_error)
+        self.driver.listeners.append(self._on_event)
+        for name, link in self.links.items():
+            self.driver.add_link(name, link)
         self.control = ControlServer(self.config.control.socket, self._handlers())
         await self.control.start()
         self.monitor = LineMonitor(self.config.line, self._on_line,
@@ -282,6 +286,10 @@ class Agent:
             await asyncio.sleep(STATE_SAVE_S)
 
     # ----------------------------------------------------------------- callbacks
+
+    def _deliver(self, data: bytes, iface: str, link_src: Hashable) -> None:
+        if self.driver is not None:  # frames heard while the core is being built are lost
+            self.driver.datagram_received(data, iface, link_src)
 
     def _link_error(self, iface: str, exc: BaseException) -> None:
         self.log.debug("link_error", iface=iface, error=str(exc))

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
+from agent.transports import TransportError
 from mesh.events import Event
 from mesh.line import LineStatus
 
@@ -119,7 +120,7 @@ class CoreDriver:
             return
         try:
             link.send(link_dst, data)
-        except OSError as exc:  # a down interface must not stop the other links
+        except (OSError, TransportError) as exc:  # one bad link must not stop the others
             self.tx_errors += 1
             if self.on_error is not None:
                 self.on_error(iface, exc)

@@ -21,13 +21,12 @@ from typing import Any, cast
 import ifaddr
 
 from agent.config import UdpSection
+from agent.transports import TransportError
+
+__all__ = ["TransportError", "UdpLink", "open_udp_link"]
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LINK_LOCAL_WAIT_S = 10.0
-
-
-class TransportError(Exception):
-    """The interface does not exist, has no usable address, or the socket cannot be opened."""
 
 
 def interface_addresses(name: str) -> tuple[list[str], list[str]]:

@@ -1,0 +1,124 @@
+"""Agents in one process joined to a simulated medium over loopback UDP.
+
+The medium here is a small stand-in that speaks sim_radio's medium protocol and connects
+node indexes in a chain (0 - 1 - 2), so the agents' sim links, the Agent class and its
+control commands are exercised without namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+from sim_radio.medium_protocol import FrameIn, FrameOut, Join, Welcome, decode, encode
+
+from agent.app import Agent
+from agent.config import parse_config
+from agent.control import request
+from agent.logs import NodeLogger
+from mesh.identity import Identity
+
+
+class ChainMedium(asyncio.DatagramProtocol):
+    """Joins give indexes 0, 1, 2...; node i hears nodes i-1 and i+1 only."""
+
+    def __init__(self, mtu: int) -> None:
+        self.mtu = mtu
+        self.addrs: dict[int, Any] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.frames = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        msg = decode(data)
+        if isinstance(msg, Join):
+            index = next((i for i, a in self.addrs.items() if a == addr), len(self.addrs))
+            self.addrs[index] = addr
+            self.transport.sendto(encode(Welcome(index, 100.0, self.mtu)), addr)
+        elif isinstance(msg, FrameOut):
+            src = next(i for i, a in self.addrs.items() if a == addr)
+            for dst in (src - 1, src + 1):
+                if dst in self.addrs and msg.link_dst in (None, dst):
+                    self.frames += 1
+                    self.transport.sendto(encode(FrameIn(msg.frame, src)), self.addrs[dst])
+
+
+async def start_agents(tmp_path: Path, count: int, mtu: int) -> tuple[list[Agent], ChainMedium]:
+    loop = asyncio.get_running_loop()
+    medium = ChainMedium(mtu)
+    transport, _ = await loop.create_datagram_endpoint(lambda: medium,
+                                                       local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    agents = []
+    for i in range(count):
+        d = tmp_path / f"n{i}"
+        config = parse_config({
+            "node": {"state_dir": str(d), "seed": i},
+            "mesh": {"hello_interval_s": 0.2},
+            "sim": {"enabled": True, "port": port, "mtu": 1400},
+            "discovery": {"enabled": False},
+            "line": {"monitor": "static", "static_up": i == 0},
+            "control": {"socket": str(d / "c.sock")},
+        })
+        ident = Identity.from_seed(bytes([i + 7]) * 32)
+        agent = Agent(config, ident, NodeLogger(ident.node_id.hex()))
+        await agent.start()
+        agents.append(agent)
+    return agents, medium
+
+
+def neighbour_count(agent: Agent) -> int:
+    return len(agent.node.neighbours()) if agent.node is not None else 0
+
+
+async def wait_until(check: Any, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_agents_over_the_sim_medium_route_ping_and_reach_the_backhaul(
+        tmp_path: Path) -> None:
+    agents, medium = await start_agents(tmp_path, 3, mtu=1400)
+    try:
+        await wait_until(lambda: neighbour_count(agents[1]) == 2)
+        far = agents[2]
+        result = await agents[0]._cmd_ping({"dest": far.node_hex, "count": 3, "timeout": 2.0})
+        assert None not in result["rtt_ms"]
+        # The gateway (index 0, static line up) is found two hops away by agent 2.
+        await wait_until(lambda: far.node is not None and far.node.gateway is not None)
+        await far._cmd_send({"dest": "backhaul", "text": "meter reading"})
+        await wait_until(lambda: len(agents[0].inbox) == 1)
+        got = agents[0].inbox[0]
+        assert got.backhaul and got.hops == 2 and got.source == far.node_hex
+        answer = await asyncio.to_thread(request, str(tmp_path / "n1" / "c.sock"), "status")
+        assert answer["links"]["sim"]["rx"] > 0 and answer["neighbours"] == 2
+        assert medium.frames >= answer["links"]["sim"]["rx"]
+    finally:
+        for agent in agents:
+            await agent.stop()
+        assert medium.transport is not None
+        medium.transport.close()
+
+
+async def test_small_medium_mtu_fragments_frames(tmp_path: Path) -> None:
+    agents, medium = await start_agents(tmp_path, 2, mtu=60)
+    try:
+        await wait_until(lambda: neighbour_count(agents[0]) == 1)
+        assert agents[0].node is not None
+        assert agents[0].node.interfaces["sim"].mtu == 60
+        assert agents[0].node.stats["tx_frag"] > 0
+        await agents[1]._cmd_send({"dest": agents[0].node_hex, "text": "x" * 300})
+        await wait_until(lambda: len(agents[0].inbox) == 1)
+        assert medium.addrs.keys() == {0, 1}
+    finally:
+        for agent in agents:
+            await agent.stop()
+        assert medium.transport is not None
+        medium.transport.close()
