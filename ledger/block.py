@@ -1,0 +1,109 @@
+"""Blocks: one signed link of an author's append-only feed. Codec and signing only.
+
+Wire form (deterministic CBOR): `[version, author, height, prev, timestamp_ms, txs, signature]`
+where `author` is the 32-byte Ed25519 public key, `prev` the hash of the block at `height - 1`
+(32 zero bytes for the genesis block at height 0), `txs` a list of `[type, body]`.
+The signature covers `SIGNATURE_CONTEXT` + the same array without its last element, which is
+the encoded block with its first byte changed and the signature cut off, so neither signing nor
+verifying re-encodes anything. The block hash is SHA-256 of the whole encoded block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ledger import codec
+from ledger.errors import BlockError, CodecError, TxError
+from ledger.tx import Transaction, TxRegistry
+
+VERSION = 1
+HASH_LEN = 32
+KEY_LEN = 32
+SIG_LEN = 64
+GENESIS_PREV = bytes(HASH_LEN)
+MAX_BLOCK_BYTES = 1024 * 1024
+MAX_BLOCK_TXS = 4096
+SIGNATURE_CONTEXT = b"manet-ledger-block/1"
+_SIG_TAIL = 2 + SIG_LEN  # CBOR byte-string header (0x58 0x40) + 64 bytes
+
+
+class Signer(Protocol):
+    """What signs blocks: `mesh.identity.Identity` fits."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A decoded block. Build with `Block.create` (author side) or `decode_block` (receiver)."""
+
+    author: bytes
+    height: int
+    prev: bytes
+    timestamp_ms: int
+    txs: tuple[Transaction, ...]
+    signature: bytes
+    raw: bytes = field(repr=False, compare=False)
+    hash: bytes = field(repr=False, compare=False)
+
+    @classmethod
+    def create(cls, signer: Signer, height: int, prev: bytes, timestamp_ms: int,
+               txs: tuple[Transaction, ...]) -> Block:
+        """Sign a new block (the caller has validated the transactions)."""
+        unsigned = codec.encode([VERSION, signer.public_key, height, prev, timestamp_ms,
+                                 [tx.to_wire() for tx in txs]])
+        signature = signer.sign(SIGNATURE_CONTEXT + unsigned)
+        raw = b"\x87" + unsigned[1:] + b"\x58\x40" + signature
+        return cls(signer.public_key, height, prev, timestamp_ms, txs, signature, raw,
+                   hashlib.sha256(raw).digest())
+
+    def signing_bytes(self) -> bytes:
+        return signing_bytes(self.raw)
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+def signing_bytes(raw: bytes) -> bytes:
+    """The message a block's signature covers, cut from its encoding."""
+    return SIGNATURE_CONTEXT + b"\x86" + raw[1:-_SIG_TAIL]
+
+
+def decode_block(raw: bytes, registry: TxRegistry) -> Block:
+    """Parse untrusted bytes into a block whose transactions match their schemas.
+
+    Raises `BlockError` (reason "malformed", "version" or "tx") and never anything else.
+    The signature is not checked here; `ledger.validate.check_block` does that.
+    """
+    try:
+        value: Any = codec.decode(raw, MAX_BLOCK_BYTES)
+    except CodecError as exc:
+        raise BlockError("malformed", str(exc)) from exc
+    if type(value) is not list or len(value) != 7:
+        raise BlockError("malformed", "a block is a 7-item array")
+    version, author, height, prev, ts, txs, sig = value
+    if version != VERSION:
+        raise BlockError("version", f"unsupported block version {version!r}")
+    if type(author) is not bytes or len(author) != KEY_LEN:
+        raise BlockError("malformed", "author must be a 32-byte public key")
+    if type(height) is not int or not 0 <= height < 2**63:
+        raise BlockError("malformed", "height out of range")
+    if type(prev) is not bytes or len(prev) != HASH_LEN:
+        raise BlockError("malformed", "prev must be a 32-byte hash")
+    if type(ts) is not int or not 0 <= ts < 2**63:
+        raise BlockError("malformed", "timestamp out of range")
+    if type(sig) is not bytes or len(sig) != SIG_LEN:
+        raise BlockError("malformed", "signature must be 64 bytes")
+    if type(txs) is not list or len(txs) > MAX_BLOCK_TXS:
+        raise BlockError("malformed", f"txs must be a list of at most {MAX_BLOCK_TXS}")
+    try:
+        parsed = tuple(registry.from_wire(item) for item in txs)
+    except TxError as exc:
+        raise BlockError("tx", str(exc)) from exc
+    return Block(author, height, prev, ts, parsed, sig, raw, hashlib.sha256(raw).digest())

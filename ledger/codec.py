@@ -1,0 +1,67 @@
+"""Deterministic CBOR in and out, strict on input. No crypto, no I/O.
+
+Hashes and signatures are computed over encoded bytes, so one value must have exactly one
+encoding: `decode` re-encodes what it parsed and rejects input that is not already canonical
+(RFC 8949 core deterministic encoding, as `cbor2` writes with `canonical=True`). It also
+rejects tags, NaN and infinities, and any type outside int, float, bytes, str, bool, None,
+list and map.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cbor2
+
+from ledger.errors import CodecError
+
+MAX_DEPTH = 16
+
+
+def encode(value: Any) -> bytes:
+    """Deterministic CBOR of `value` (maps sorted by encoded key, shortest integer forms)."""
+    return cbor2.dumps(value, canonical=True)
+
+
+def _reject_tag(_decoder: Any, tag: Any) -> Any:
+    raise CodecError(f"CBOR tag {tag.tag} is not allowed")
+
+
+def _check(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise CodecError("CBOR nested too deeply")
+    kind = type(value)
+    if kind in (int, bytes, str, bool) or value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise CodecError("CBOR floats must be finite")
+        return
+    if kind is list:
+        for item in value:
+            _check(item, depth + 1)
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise CodecError("CBOR map keys must be strings or integers")
+            _check(item, depth + 1)
+        return
+    raise CodecError(f"CBOR value of type {kind.__name__} is not allowed")
+
+
+def decode(data: bytes, max_bytes: int) -> Any:
+    """Parse untrusted bytes; raise `CodecError` unless they are canonical CBOR of plain types."""
+    if len(data) > max_bytes:
+        raise CodecError(f"{len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        value = cbor2.loads(data, tag_hook=_reject_tag)
+    except CodecError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise CodecError(f"malformed CBOR: {exc}") from exc
+    _check(value, 0)
+    if encode(value) != data:
+        raise CodecError("CBOR is not in deterministic (canonical) encoding")
+    return value

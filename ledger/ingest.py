@@ -1,0 +1,94 @@
+"""Receiving blocks: decode, validate against the feed head, detect equivocation, store.
+
+Shared by peers and the backhaul, over any store with the `BlockStore` methods (SQLite or
+PostgreSQL). A block that fails validation raises `BlockError`: the caller cuts the peer that
+sent it. Blocks validated before the bad one in the same batch are stored first, so nothing
+good is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ledger.block import Block, decode_block
+from ledger.errors import BlockError
+from ledger.tx import TxRegistry
+from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier, check_block, head_of
+from mesh.identity import verify as ed25519_verify
+
+
+class BlockStore(Protocol):
+    """The part of a store that ingestion needs."""
+
+    def head(self, author: bytes) -> FeedHead | None: ...
+
+    def flag_of(self, author: bytes) -> str | None: ...
+
+    def block_raw(self, author: bytes, height: int) -> bytes | None: ...
+
+    def put_blocks(self, blocks: Sequence[Block]) -> None: ...
+
+    def record_equivocation(self, author: bytes, height: int, raw_a: bytes, raw_b: bytes,
+                            now_ms: int) -> None: ...
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What happened to a batch of received blocks."""
+
+    stored: list[Block] = field(default_factory=list)
+    duplicates: int = 0
+    equivocations: int = 0
+    refused_flagged: int = 0
+    stale: int = 0
+    """Blocks below a pruned feed's base: already final, dropped."""
+
+
+def ingest(store: BlockStore, raws: Iterable[bytes], registry: TxRegistry, now_ms: int, *,
+           verifier: Verifier = ed25519_verify,
+           max_future_ms: int = MAX_FUTURE_MS) -> IngestResult:
+    """Validate and durably store `raws` (each feed's blocks in height order)."""
+    result = IngestResult()
+    heads: dict[bytes, FeedHead | None] = {}
+    flags: dict[bytes, str | None] = {}
+    pending: list[Block] = []
+    pending_raw: dict[tuple[bytes, int], bytes] = {}
+    try:
+        for raw in raws:
+            block = decode_block(raw, registry)
+            author = block.author
+            if author not in heads:
+                heads[author] = store.head(author)
+                flags[author] = store.flag_of(author)
+            if flags[author] is not None:
+                result.refused_flagged += 1
+                continue
+            head = heads[author]
+            if head is not None and block.height <= head.height:
+                known = pending_raw.get((author, block.height))
+                if known is None:
+                    known = store.block_raw(author, block.height)
+                if known == raw:
+                    result.duplicates += 1
+                    continue
+                if known is None:
+                    result.stale += 1
+                    continue
+                if not verifier(author, block.signature, block.signing_bytes()):
+                    raise BlockError("signature", f"bad signature at height {block.height}")
+                store.put_blocks(pending)
+                pending.clear()
+                store.record_equivocation(author, block.height, known, raw, now_ms)
+                flags[author] = "equivocation"
+                result.equivocations += 1
+                continue
+            check_block(block, head, now_ms, max_future_ms=max_future_ms, verifier=verifier)
+            pending.append(block)
+            pending_raw[(author, block.height)] = raw
+            heads[author] = head_of(block)
+            result.stored.append(block)
+    finally:
+        store.put_blocks(pending)
+    return result

@@ -1,0 +1,348 @@
+"""SQLite storage of feeds (WAL, synchronous=FULL): blocks, a transaction index, feed heads,
+equivocation proofs, checkpoints, peers that were cut off, and (on the backhaul) enrolled keys.
+
+A write returns after SQLite committed it to the WAL with an fsync, so a block that `put_blocks`
+returned is durable across power loss. Opening a file that is not a ledger database, or that is
+corrupt, raises `StorageError` and leaves the file untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.block import Block
+from ledger.errors import StorageError
+from ledger.validate import FeedHead
+
+APPLICATION_ID = 0x4D4C4731  # "MLG1": marks the file as a ledger database
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE feeds(
+    author BLOB PRIMARY KEY, height INTEGER NOT NULL, hash BLOB NOT NULL, ts INTEGER NOT NULL,
+    base_height INTEGER NOT NULL DEFAULT 0, flagged TEXT);
+CREATE TABLE blocks(
+    author BLOB NOT NULL, height INTEGER NOT NULL, hash BLOB NOT NULL, ts INTEGER NOT NULL,
+    raw BLOB NOT NULL, PRIMARY KEY(author, height)) WITHOUT ROWID;
+CREATE TABLE txs(
+    author BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, type TEXT NOT NULL,
+    ts INTEGER NOT NULL, PRIMARY KEY(author, height, idx)) WITHOUT ROWID;
+CREATE INDEX txs_by_type ON txs(type, ts);
+CREATE INDEX txs_by_time ON txs(ts);
+CREATE TABLE equivocations(
+    author BLOB NOT NULL, height INTEGER NOT NULL, raw_a BLOB NOT NULL, raw_b BLOB NOT NULL,
+    found_ms INTEGER NOT NULL, PRIMARY KEY(author, height));
+CREATE TABLE checkpoints(
+    backhaul BLOB NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL, root BLOB NOT NULL,
+    raw BLOB NOT NULL, PRIMARY KEY(backhaul, seq));
+CREATE TABLE checkpointed(author BLOB PRIMARY KEY, height INTEGER NOT NULL, hash BLOB NOT NULL);
+CREATE TABLE peers(
+    peer TEXT PRIMARY KEY, last_sync_ms INTEGER, cut_reason TEXT, cut_ms INTEGER);
+CREATE TABLE enrolled(key BLOB PRIMARY KEY, name TEXT NOT NULL, added_ms INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TxRow:
+    """Where a transaction lives: (author, height, idx) in a block with timestamp `ts`."""
+
+    author: bytes
+    height: int
+    idx: int
+    type: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Equivocation:
+    author: bytes
+    height: int
+    raw_a: bytes
+    raw_b: bytes
+    found_ms: int
+
+
+class SqliteStore:
+    """One SQLite database. Not thread-safe: use it from one thread (or one executor)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, check: bool = True) -> None:
+        self.path = Path(path)
+        _refuse_foreign_file(self.path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            self._prepare(check)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StorageError(f"{self.path} is not a usable ledger database: {exc}") from exc
+        except StorageError:
+            self.db.close()
+            raise
+
+    def _prepare(self, check: bool) -> None:
+        db = self.db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id != APPLICATION_ID and tables:
+            raise StorageError(f"{self.path} is an SQLite database of another program")
+        if check:
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+            if result != "ok":
+                raise StorageError(f"{self.path} is corrupt: {result}")
+        if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise StorageError(f"{self.path}: WAL mode is not available")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=OFF")
+        if not tables:
+            db.executescript("BEGIN IMMEDIATE;" + SCHEMA
+                             + f"PRAGMA application_id={APPLICATION_ID};"
+                             + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StorageError(f"{self.path} has schema {version}; this build reads "
+                               f"{SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---------------------------------------------------------------- feeds and blocks
+
+    def head(self, author: bytes) -> FeedHead | None:
+        row = self.db.execute("SELECT height, hash, ts FROM feeds WHERE author=?",
+                              (author,)).fetchone()
+        return None if row is None else FeedHead(author, row[0], row[1], row[2])
+
+    def heads(self) -> list[FeedHead]:
+        rows = self.db.execute("SELECT author, height, hash, ts FROM feeds ORDER BY author")
+        return [FeedHead(a, h, x, t) for a, h, x, t in rows]
+
+    def flagged(self) -> dict[bytes, str]:
+        """Authors caught equivocating, with the reason: their feeds are no longer extended."""
+        rows = self.db.execute("SELECT author, flagged FROM feeds WHERE flagged IS NOT NULL")
+        return {a: r for a, r in rows}
+
+    def flag_of(self, author: bytes) -> str | None:
+        row = self.db.execute("SELECT flagged FROM feeds WHERE author=?", (author,)).fetchone()
+        return None if row is None else row[0]
+
+    def base_height(self, author: bytes) -> int:
+        row = self.db.execute("SELECT base_height FROM feeds WHERE author=?",
+                              (author,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def block_hash(self, author: bytes, height: int) -> bytes | None:
+        row = self.db.execute("SELECT hash FROM blocks WHERE author=? AND height=?",
+                              (author, height)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def block_raw(self, author: bytes, height: int) -> bytes | None:
+        row = self.db.execute("SELECT raw FROM blocks WHERE author=? AND height=?",
+                              (author, height)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def blocks_from(self, author: bytes, from_height: int, limit: int,
+                    max_bytes: int) -> list[bytes]:
+        """Encoded blocks of a feed from `from_height` up, at most `limit` and about `max_bytes`
+        (always at least one block when there is one)."""
+        out: list[bytes] = []
+        total = 0
+        rows = self.db.execute(
+            "SELECT raw FROM blocks WHERE author=? AND height>=? ORDER BY height LIMIT ?",
+            (author, from_height, limit))
+        for (raw,) in rows:
+            if out and total + len(raw) > max_bytes:
+                break
+            out.append(bytes(raw))
+            total += len(raw)
+        return out
+
+    def iter_blocks(self, author: bytes) -> Iterator[bytes]:
+        rows = self.db.execute("SELECT raw FROM blocks WHERE author=? ORDER BY height", (author,))
+        for (raw,) in rows:
+            yield bytes(raw)
+
+    def put_blocks(self, blocks: Sequence[Block]) -> None:
+        """Store validated blocks (each extends the head, in order) in one durable commit."""
+        if not blocks:
+            return
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO blocks(author, height, hash, ts, raw) VALUES (?,?,?,?,?)",
+                           [(b.author, b.height, b.hash, b.timestamp_ms, b.raw) for b in blocks])
+            db.executemany("INSERT INTO txs(author, height, idx, type, ts) VALUES (?,?,?,?,?)",
+                           [(b.author, b.height, i, tx.type, b.timestamp_ms)
+                            for b in blocks for i, tx in enumerate(b.txs)])
+            last: dict[bytes, Block] = {}
+            for b in blocks:
+                last[b.author] = b
+            db.executemany(
+                "INSERT INTO feeds(author, height, hash, ts) VALUES (?,?,?,?) "
+                "ON CONFLICT(author) DO UPDATE SET height=excluded.height, hash=excluded.hash, "
+                "ts=excluded.ts",
+                [(b.author, b.height, b.hash, b.timestamp_ms) for b in last.values()])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def record_equivocation(self, author: bytes, height: int, raw_a: bytes, raw_b: bytes,
+                            now_ms: int) -> None:
+        """Keep both blocks as proof and flag the author's feed."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT OR IGNORE INTO equivocations VALUES (?,?,?,?,?)",
+                       (author, height, raw_a, raw_b, now_ms))
+            db.execute("UPDATE feeds SET flagged=? WHERE author=?",
+                       (f"equivocation at height {height}", author))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def equivocations(self) -> list[Equivocation]:
+        rows = self.db.execute("SELECT author, height, raw_a, raw_b, found_ms FROM equivocations "
+                               "ORDER BY author, height")
+        return [Equivocation(a, h, bytes(x), bytes(y), t) for a, h, x, y, t in rows]
+
+    # ---------------------------------------------------------------- transactions
+
+    def tx_rows(self, *, type: str | None = None, author: bytes | None = None,
+                since_ms: int | None = None, until_ms: int | None = None,
+                limit: int | None = None) -> list[TxRow]:
+        """Transactions in the defined replay order: (block time, author, height, index)."""
+        where: list[str] = []
+        args: list[object] = []
+        for clause, value in (("type=?", type), ("author=?", author), ("ts>=?", since_ms),
+                              ("ts<?", until_ms)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = "SELECT author, height, idx, type, ts FROM txs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts, author, height, idx"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [TxRow(a, h, i, t, ts) for a, h, i, t, ts in self.db.execute(sql, args)]
+
+    # ---------------------------------------------------------------- checkpoints, retention
+
+    def put_checkpoint(self, backhaul: bytes, seq: int, time_ms: int, root: bytes, raw: bytes,
+                       covered: Sequence[FeedHead]) -> None:
+        """Keep a verified checkpoint and raise the checkpointed height of the feeds it proved."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?,?,?,?,?)",
+                       (backhaul, seq, time_ms, root, raw))
+            db.executemany(
+                "INSERT INTO checkpointed(author, height, hash) VALUES (?,?,?) "
+                "ON CONFLICT(author) DO UPDATE SET height=excluded.height, hash=excluded.hash "
+                "WHERE excluded.height > checkpointed.height",
+                [(h.author, h.height, h.hash) for h in covered])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def checkpointed_height(self, author: bytes) -> int:
+        """Highest height of `author`'s feed a verified checkpoint covers (-1: none)."""
+        row = self.db.execute("SELECT height FROM checkpointed WHERE author=?",
+                              (author,)).fetchone()
+        return -1 if row is None else int(row[0])
+
+    def latest_checkpoint(self) -> bytes | None:
+        row = self.db.execute("SELECT raw FROM checkpoints ORDER BY time_ms DESC, seq DESC "
+                              "LIMIT 1").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def blocks_bytes(self) -> int:
+        row = self.db.execute("SELECT coalesce(sum(length(raw)), 0) FROM blocks").fetchone()
+        return int(row[0])
+
+    def prune(self, quota_bytes: int, keep_author: bytes) -> int:
+        """Delete others' oldest checkpointed blocks until the blocks fit in `quota_bytes`.
+
+        Never touches `keep_author`'s feed, never a block above its feed's checkpointed height,
+        and keeps each feed's highest checkpointed block as the base it resumes from.
+        Returns the number of blocks deleted.
+        """
+        over = self.blocks_bytes() - quota_bytes
+        if over <= 0:
+            return 0
+        candidates = self.db.execute(
+            "SELECT b.author, b.height, length(b.raw) FROM blocks b "
+            "JOIN checkpointed c ON c.author=b.author "
+            "WHERE b.author != ? AND b.height < c.height ORDER BY b.ts, b.author, b.height",
+            (keep_author,)).fetchall()
+        doomed: list[tuple[bytes, int]] = []
+        for author, height, size in candidates:
+            if over <= 0:
+                break
+            doomed.append((author, height))
+            over -= size
+        if not doomed:
+            return 0
+        bases: dict[bytes, int] = {}
+        for author, height in doomed:
+            bases[author] = max(bases.get(author, 0), height + 1)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM blocks WHERE author=? AND height=?", doomed)
+            db.executemany("DELETE FROM txs WHERE author=? AND height=?", doomed)
+            db.executemany("UPDATE feeds SET base_height=max(base_height, ?) WHERE author=?",
+                           [(h, a) for a, h in bases.items()])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(doomed)
+
+    # ---------------------------------------------------------------- peers, enrolment
+
+    def mark_synced(self, peer: str, now_ms: int) -> None:
+        self.db.execute("INSERT INTO peers(peer, last_sync_ms) VALUES (?,?) ON CONFLICT(peer) "
+                        "DO UPDATE SET last_sync_ms=excluded.last_sync_ms", (peer, now_ms))
+
+    def mark_cut(self, peer: str, reason: str, now_ms: int) -> None:
+        self.db.execute("INSERT INTO peers(peer, cut_reason, cut_ms) VALUES (?,?,?) "
+                        "ON CONFLICT(peer) DO UPDATE SET cut_reason=excluded.cut_reason, "
+                        "cut_ms=excluded.cut_ms", (peer, reason[:500], now_ms))
+
+    def peers(self) -> list[tuple[str, int | None, str | None, int | None]]:
+        return list(self.db.execute(
+            "SELECT peer, last_sync_ms, cut_reason, cut_ms FROM peers ORDER BY peer"))
+
+    def last_sync_ms(self) -> int | None:
+        row = self.db.execute("SELECT max(last_sync_ms) FROM peers").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def enrol(self, key: bytes, name: str, now_ms: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO enrolled VALUES (?,?,?)", (key, name, now_ms))
+
+    def is_enrolled(self, key: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM enrolled WHERE key=?", (key,)).fetchone() is not None
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """Refuse, before SQLite touches it, a non-empty file that is not an SQLite database."""
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+    if header and header != SQLITE_MAGIC:
+        raise StorageError(f"{path} is not an SQLite database (refusing to touch it)")

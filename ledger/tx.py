@@ -1,0 +1,370 @@
+"""Transactions and the registry of transaction types, with schema validation.
+
+A transaction is `Transaction(type, body)`: `type` is a dotted name ("mesh.route_added",
+"line.status", "charging.session", ...), `body` a map of plain CBOR values checked against
+the type's schema. Transactions live inside blocks; the block's signature by the feed's
+author covers them, so one signature vouches for many transactions.
+
+No module-level registry: a `TxRegistry` is an object. `default_registry()` builds one with
+the routing/MANET and line-status types defined here, then lets plugin packages add theirs:
+a plugin module defines `register_tx_types(registry: TxRegistry) -> None`, which calls
+`register_tx_type(registry, TxType(...))` (or `registry.register(...)`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ledger import codec
+from ledger.errors import CodecError, LedgerError, TxSchemaError, UnknownTxType
+from mesh import events as ev
+from mesh.line import LineStatus
+
+MAX_TX_BYTES = 16 * 1024
+"""Largest encoded transaction accepted."""
+TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+KINDS = ("int", "float", "bytes", "str", "bool", "list", "map", "any")
+DEFAULT_PLUGINS = ("ledger.contracts",)
+"""Modules whose `register_tx_types(registry)` `default_registry()` calls when they exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """Schema of one body value.
+
+    `lo`/`hi` bound an int or float's value, or the length of bytes, str, list or map.
+    `items` is the schema of a list's items; `fields` the schema of a nested map.
+    `optional` lets the key be absent or None.
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    optional: bool = False
+    items: Field | None = None
+    fields: Mapping[str, Field] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown field kind {self.kind!r}; use one of {KINDS}")
+
+
+def Int(lo: int | None = None, hi: int | None = None, *, optional: bool = False) -> Field:
+    return Field("int", lo, hi, optional)
+
+
+def Float(lo: float | None = None, hi: float | None = None, *, optional: bool = False) -> Field:
+    """A number: ints are accepted too (CBOR writes 2.0 as the shortest float, not an int)."""
+    return Field("float", lo, hi, optional)
+
+
+def Bytes(lo: int = 0, hi: int = 1024, *, optional: bool = False) -> Field:
+    return Field("bytes", lo, hi, optional)
+
+
+def Str(hi: int = 256, *, lo: int = 0, optional: bool = False) -> Field:
+    return Field("str", lo, hi, optional)
+
+
+def Bool(*, optional: bool = False) -> Field:
+    return Field("bool", optional=optional)
+
+
+def List(items: Field, hi: int = 256, *, optional: bool = False) -> Field:
+    return Field("list", 0, hi, optional, items=items)
+
+
+def Map(fields: Mapping[str, Field], *, optional: bool = False) -> Field:
+    return Field("map", optional=optional, fields=MappingProxyType(dict(fields)))
+
+
+def Any_(*, optional: bool = False) -> Field:
+    """Any plain CBOR value (for payloads whose schema a plugin's `check` enforces)."""
+    return Field("any", optional=optional)
+
+
+@dataclass(frozen=True, slots=True)
+class TxType:
+    """A registered transaction type: its name, documentation, and body schema.
+
+    Unknown body keys are rejected (a typo must not pass). `check`, when given, runs after the
+    schema and raises `TxSchemaError` for rules across fields.
+    """
+
+    name: str
+    doc: str
+    fields: Mapping[str, Field]
+    check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not TYPE_NAME.match(self.name) or len(self.name) > 64:
+            raise ValueError(f"transaction type name {self.name!r} must be dotted lower_case")
+        object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One typed record. Its author and time are those of the block that carries it."""
+
+    type: str
+    body: Mapping[str, Any]
+
+    def to_wire(self) -> list[Any]:
+        return [self.type, dict(self.body)]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+
+def _check_value(path: str, spec: Field, value: Any) -> None:
+    if value is None:
+        if spec.optional:
+            return
+        raise TxSchemaError("missing", path)
+    kind = spec.kind
+    size: float | None = None
+    if kind == "int":
+        if type(value) is not int:
+            raise TxSchemaError("type", f"{path} must be an int")
+        size = value
+    elif kind == "float":
+        if type(value) not in (int, float):
+            raise TxSchemaError("type", f"{path} must be a number")
+        size = value
+    elif kind == "bytes":
+        if type(value) is not bytes:
+            raise TxSchemaError("type", f"{path} must be bytes")
+        size = len(value)
+    elif kind == "str":
+        if type(value) is not str:
+            raise TxSchemaError("type", f"{path} must be a str")
+        size = len(value)
+    elif kind == "bool":
+        if type(value) is not bool:
+            raise TxSchemaError("type", f"{path} must be a bool")
+    elif kind == "list":
+        if type(value) is not list:
+            raise TxSchemaError("type", f"{path} must be a list")
+        size = len(value)
+        if spec.items is not None:
+            for i, item in enumerate(value):
+                _check_value(f"{path}[{i}]", spec.items, item)
+    elif kind == "map":
+        if type(value) is not dict:
+            raise TxSchemaError("type", f"{path} must be a map")
+        if spec.fields is not None:
+            _check_map(path + ".", spec.fields, value)
+    if size is not None:
+        if spec.lo is not None and size < spec.lo:
+            raise TxSchemaError("range", f"{path} below {spec.lo}")
+        if spec.hi is not None and size > spec.hi:
+            raise TxSchemaError("range", f"{path} above {spec.hi}")
+
+
+def _check_map(prefix: str, fields: Mapping[str, Field], body: Mapping[Any, Any]) -> None:
+    for key in body:
+        if key not in fields:
+            raise TxSchemaError("unknown_field", f"{prefix}{key}")
+    for key, spec in fields.items():
+        _check_value(prefix + key, spec, body.get(key))
+
+
+class TxRegistry:
+    """The transaction types a node accepts. Not shared: each ledger holds its own."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, TxType] = {}
+
+    def register(self, tx_type: TxType) -> None:
+        """Add a type; registering the very same type twice is harmless, a clash is an error."""
+        known = self._types.get(tx_type.name)
+        if known is not None and known != tx_type:
+            raise LedgerError(f"transaction type {tx_type.name} is already registered")
+        self._types[tx_type.name] = tx_type
+
+    def get(self, name: str) -> TxType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownTxType("unknown_type", repr(name)[:80]) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def validate(self, tx: Transaction) -> None:
+        """Raise `UnknownTxType` or `TxSchemaError` unless `tx` matches its type's schema."""
+        tx_type = self.get(tx.type)
+        if type(tx.body) not in (dict, MappingProxyType):
+            raise TxSchemaError("type", "body must be a map")
+        _check_map("", tx_type.fields, tx.body)
+        if tx_type.check is not None:
+            tx_type.check(tx.body)
+
+    def make(self, type_name: str, body: Mapping[str, Any]) -> Transaction:
+        """A validated transaction (what an author calls before appending)."""
+        tx = Transaction(type_name, dict(body))
+        self.validate(tx)
+        if len(tx.encode()) > MAX_TX_BYTES:
+            raise TxSchemaError("too_big", f"{type_name} over {MAX_TX_BYTES} bytes")
+        return tx
+
+    def from_wire(self, value: Any) -> Transaction:
+        """A transaction from its decoded wire form `[type, body]`, validated."""
+        if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
+            raise TxSchemaError("malformed", "a transaction is [type, body]")
+        tx = Transaction(value[0], value[1])
+        self.validate(tx)
+        return tx
+
+    def decode(self, data: bytes) -> Transaction:
+        """A transaction from untrusted bytes; raises a `TxError` or `CodecError`."""
+        return self.from_wire(codec.decode(data, MAX_TX_BYTES))
+
+
+def register_tx_type(registry: TxRegistry, tx_type: TxType) -> None:
+    """What plugin packages call from their `register_tx_types(registry)`."""
+    registry.register(tx_type)
+
+
+def load_plugins(registry: TxRegistry, modules: Iterable[str], *, optional: bool = False) -> None:
+    """Import each module and call its `register_tx_types(registry)`.
+
+    With `optional`, a module that does not exist (or has no such function yet) is skipped;
+    an error raised inside an existing module is never hidden.
+    """
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if optional and exc.name is not None and name.startswith(exc.name):
+                continue
+            raise
+        hook = getattr(module, "register_tx_types", None)
+        if hook is None:
+            if optional:
+                continue
+            raise LedgerError(f"plugin {name} has no register_tx_types(registry)")
+        hook(registry)
+
+
+# --- routing/MANET and line-status types ---------------------------------------------------
+
+NODE = Bytes(8, 8)
+LINE = Map({
+    "connected": Bool(),
+    "technology": Str(16),
+    "signal_dbm": Int(-200, 0),
+    "backhaul_reachable": Bool(),
+    "rtt_ms": Int(0, 600_000),
+})
+MESH_TIME = Float(0)
+"""`t`: the mesh core's clock (seconds) when the event happened; the block carries wall time."""
+
+BUILTIN_TYPES = (
+    TxType("mesh.neighbour_up", "A signed HELLO arrived from a new neighbour.",
+           {"node": NODE, "iface": Str(32), "line": LINE, "t": MESH_TIME}),
+    TxType("mesh.neighbour_down", "A neighbour fell silent or its link broke.",
+           {"node": NODE, "reason": Str(64), "t": MESH_TIME}),
+    TxType("mesh.neighbour_line", "A neighbour reported a different mobile-line status.",
+           {"node": NODE, "old": LINE, "new": LINE, "t": MESH_TIME}),
+    TxType("line.status", "This node's own mobile line changed.",
+           {"old": LINE, "new": LINE, "t": MESH_TIME}),
+    TxType("mesh.manet_joined", "This node formed or joined a MANET.",
+           {"neighbours": List(NODE, 1024), "has_line": Bool(), "t": MESH_TIME}),
+    TxType("mesh.manet_left", "This node lost its last neighbour.", {"t": MESH_TIME}),
+    TxType("mesh.route_added", "A route was installed or replaced.",
+           {"dest": NODE, "next_hop": NODE, "hops": Int(0, 255), "seq": Int(0, 2**32 - 1),
+            "lifetime_s": Float(0), "t": MESH_TIME}),
+    TxType("mesh.route_broken", "A route became invalid.",
+           {"dest": NODE, "next_hop": NODE, "hops": Int(0, 255), "seq": Int(0, 2**32 - 1),
+            "reason": Str(64), "t": MESH_TIME}),
+    TxType("mesh.route_discovery_failed", "Route discovery for a destination got no reply.",
+           {"dest": NODE, "attempts": Int(0, 255), "dropped": Int(0), "t": MESH_TIME}),
+    TxType("mesh.gateway_changed", "The gateway to the backhaul was established, changed or lost.",
+           {"old": Bytes(8, 8, optional=True), "new": Bytes(8, 8, optional=True),
+            "next_hop": Bytes(8, 8, optional=True), "hops": Int(0, 255),
+            "seq": Int(0, 2**32 - 1), "line": Map(LINE.fields or {}, optional=True),
+            "reason": Str(64), "t": MESH_TIME}),
+)
+
+
+def register_builtin_types(registry: TxRegistry) -> None:
+    for tx_type in BUILTIN_TYPES:
+        registry.register(tx_type)
+
+
+def default_registry(plugins: Iterable[str] = DEFAULT_PLUGINS) -> TxRegistry:
+    """A registry with the routing and line types, plus whatever the plugin modules add."""
+    registry = TxRegistry()
+    register_builtin_types(registry)
+    load_plugins(registry, plugins, optional=True)
+    return registry
+
+
+def line_to_body(line: LineStatus) -> dict[str, Any]:
+    return {"connected": line.connected, "technology": line.technology,
+            "signal_dbm": line.signal_dbm, "backhaul_reachable": line.backhaul_reachable,
+            "rtt_ms": line.rtt_ms}
+
+
+def line_from_body(body: Mapping[str, Any]) -> LineStatus:
+    return LineStatus(connected=body["connected"], technology=body["technology"],
+                      signal_dbm=body["signal_dbm"], backhaul_reachable=body["backhaul_reachable"],
+                      rtt_ms=body["rtt_ms"])
+
+
+def transaction_from_mesh_event(event: ev.Event) -> Transaction | None:
+    """The ledger record of a mesh event, or None for events that are not routing history
+    (application data received, forwarded or dropped)."""
+    t = float(event.time)
+    if isinstance(event, ev.NeighbourUp):
+        return Transaction("mesh.neighbour_up", {"node": event.node, "iface": event.iface,
+                                                 "line": line_to_body(event.line), "t": t})
+    if isinstance(event, ev.NeighbourDown):
+        return Transaction("mesh.neighbour_down",
+                           {"node": event.node, "reason": event.reason, "t": t})
+    if isinstance(event, ev.NeighbourLineChanged):
+        return Transaction("mesh.neighbour_line", {"node": event.node,
+                                                   "old": line_to_body(event.old),
+                                                   "new": line_to_body(event.new), "t": t})
+    if isinstance(event, ev.LineStatusChanged):
+        return Transaction("line.status", {"old": line_to_body(event.old),
+                                           "new": line_to_body(event.new), "t": t})
+    if isinstance(event, ev.ManetJoined):
+        return Transaction("mesh.manet_joined", {"neighbours": list(event.neighbours),
+                                                 "has_line": event.has_line, "t": t})
+    if isinstance(event, ev.ManetLeft):
+        return Transaction("mesh.manet_left", {"t": t})
+    if isinstance(event, ev.RouteAdded):
+        return Transaction("mesh.route_added", {
+            "dest": event.dest, "next_hop": event.next_hop, "hops": event.hops,
+            "seq": event.seq, "lifetime_s": float(event.lifetime_s), "t": t})
+    if isinstance(event, ev.RouteBroken):
+        return Transaction("mesh.route_broken", {
+            "dest": event.dest, "next_hop": event.next_hop, "hops": event.hops,
+            "seq": event.seq, "reason": event.reason, "t": t})
+    if isinstance(event, ev.RouteDiscoveryFailed):
+        return Transaction("mesh.route_discovery_failed", {
+            "dest": event.dest, "attempts": event.attempts, "dropped": event.dropped, "t": t})
+    if isinstance(event, ev.GatewayChanged):
+        return Transaction("mesh.gateway_changed", {
+            "old": event.old, "new": event.new, "next_hop": event.next_hop, "hops": event.hops,
+            "seq": event.seq, "line": None if event.line is None else line_to_body(event.line),
+            "reason": event.reason, "t": t})
+    return None
+
+
+__all__ = [
+    "BUILTIN_TYPES", "DEFAULT_PLUGINS", "MAX_TX_BYTES", "Any_", "Bool", "Bytes", "CodecError",
+    "Field", "Float", "Int", "List", "Map", "Str", "Transaction", "TxRegistry", "TxType",
+    "default_registry", "line_from_body", "line_to_body", "load_plugins",
+    "register_builtin_types", "register_tx_type", "transaction_from_mesh_event",
+]
