@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig, ConfigError
@@ -38,6 +39,7 @@ from mesh.node import MeshNode, PayloadTooLarge
 
 if TYPE_CHECKING:
     from agent.discovery import Discovery, Peer
+    from agent.recorder import LedgerRecorder
 
 PING = b"\x00manet-ping"
 PONG = b"\x00manet-pong"
@@ -130,7 +132,7 @@ class Agent:
         self.discovery: Discovery | None = None
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
-        self.ledger: Any = None
+        self.ledger: LedgerRecorder | None = None
 
     # ----------------------------------------------------------------- life cycle
 
@@ -169,6 +171,16 @@ class Agent:
                              interfaces=profiles, line=LINE_DOWN,
                              config=self.config.mesh, counter_start=self.state.counter_start)
         self.driver = CoreDriver(self.node, loop, on_error=self._link_error)
+        if self.config.ledger.enabled:
+            from agent.recorder import LedgerRecorder
+
+            path = self.config.ledger.path or str(Path(self.config.node.state_dir) /
+                                                  "ledger.sqlite")
+            self.ledger = LedgerRecorder(
+                path, self.identity, loop,
+                on_block=lambda h, n: self.log.event("ledger_block", height=h, txs=n),
+                on_error=lambda m: self.log.error("ledger_error", error=m))
+            self.driver.listeners.append(self.ledger.record)
         self.driver.listeners.append(self._on_event)
         for name, link in self.links.items():
             self.driver.add_link(name, link)
@@ -230,9 +242,9 @@ class Agent:
             await self.discovery.stop()
         if self.control is not None:
             await self.control.stop()
-        if self.ledger is not None:
-            self.ledger.close()
         self.driver.close()
+        if self.ledger is not None:
+            self.ledger.close()  # after the last events: the gateway's own line-down is kept
         for link in self.links.values():
             link.close()
         self._save_state()
@@ -371,7 +383,7 @@ class Agent:
     def _ledger_height(self) -> int | None:
         if self.ledger is None:
             return None
-        return int(self.ledger.height())
+        return self.ledger.height()
 
     def snapshot(self) -> Snapshot:
         assert self.node is not None and self.driver is not None

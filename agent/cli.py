@@ -17,7 +17,8 @@ from typing import Any
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.control import ControlError, request
 from agent.state import StateError
-from agent.transports.udp import TransportError
+from agent.transports import TransportError
+from ledger.errors import LedgerError
 from mesh.identity import Identity, IdentityError
 
 DEFAULT_CONFIG = "/etc/manet-agent/agent.toml"
@@ -155,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"manet-agent: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (ControlError, IdentityError, TransportError, StateError) as exc:
+    except (ControlError, IdentityError, TransportError, StateError, LedgerError) as exc:
         print(f"manet-agent: {exc}", file=sys.stderr)
         return 1
 

@@ -17,6 +17,7 @@ from agent.app import Agent
 from agent.config import parse_config
 from agent.control import request
 from agent.logs import NodeLogger
+from ledger import Ledger
 from mesh.identity import Identity
 
 
@@ -105,6 +106,13 @@ async def test_agents_over_the_sim_medium_route_ping_and_reach_the_backhaul(
             await agent.stop()
         assert medium.transport is not None
         medium.transport.close()
+    # SIGTERM's path (stop) signed the pending events into the ledger.
+    ident = agents[2].identity
+    with Ledger.open(tmp_path / "n2" / "ledger.sqlite", ident) as ledger:
+        kinds = {r.tx.type for r in ledger.query()}
+        assert {"mesh.neighbour_up", "mesh.route_added", "mesh.gateway_changed"} <= kinds
+        gateway = ledger.query(type="mesh.gateway_changed")[0].tx.body
+        assert gateway["new"] == agents[0].identity.node_id
 
 
 async def test_small_medium_mtu_fragments_frames(tmp_path: Path) -> None:
