@@ -1,0 +1,111 @@
+"""The agreement template: a service agreement (parent) or a per-session child of one.
+
+Parameters: ``title`` (text), ``rules`` (see rules.py), ``children`` (templates it may spawn),
+``select`` (selection rule among competing children), ``audit_children`` (children start
+provisional and need an auditor), and ``terms`` (named integers such as ``price`` that a
+selection rule may use). Usage records are checked against the rules, narrowed along the
+parent chain, and always kept: a record that is not permitted is stored flagged, with reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ledger.contracts import lifecycle
+from ledger.contracts.errors import InvalidTransaction, PermissionDenied
+from ledger.contracts.model import (
+    MEMBER,
+    OPERATOR,
+    OWNER,
+    Context,
+    Event,
+    Result,
+    StateView,
+    Template,
+    need,
+)
+from ledger.contracts.rules import Rules, determine, parse_rules, parse_usage
+
+_KNOWN = {"title", "rules", "children", "select", "audit_children", "terms"}
+
+
+class Agreement(Template):
+    """Agreements, their children, and usage records checked against their rules."""
+
+    NAME = "agreement"
+    ROLES_FOR: ClassVar[Mapping[str, frozenset[str]]] = {
+        **lifecycle.GENERIC_ROLES,
+        "record_usage": frozenset({OPERATOR, MEMBER, OWNER}),
+    }
+
+    def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(params) - _KNOWN)
+        if unknown:
+            raise InvalidTransaction(f"unknown agreement parameters {unknown}")
+        out: dict[str, Any] = {"title": params.get("title", "")}
+        if not isinstance(out["title"], str) or len(out["title"]) > 200:
+            raise InvalidTransaction("title must be text of at most 200 characters")
+        if "rules" in params:
+            out["rules"] = parse_rules(params["rules"]).to_data()
+        children = params.get("children", [])
+        if not isinstance(children, list) or any(c != self.NAME for c in children):
+            raise InvalidTransaction(f"children may only be [{self.NAME!r}]")
+        out["children"] = sorted(set(children))
+        out["select"] = lifecycle.validate_select(params.get("select", "first"))
+        out["audit_children"] = bool(params.get("audit_children", False))
+        terms = params.get("terms", {})
+        if not isinstance(terms, dict) or len(terms) > 32 or any(
+                not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int)
+                for k, v in terms.items()):
+            raise InvalidTransaction("terms must map names to integers (at most 32)")
+        out["terms"] = {k: terms[k] for k in sorted(terms)}
+        return out
+
+    def effective_rules(self, state: StateView, cid: str) -> Rules:
+        chain: list[dict[str, Any]] = []
+        current: str | None = cid
+        while current is not None and len(chain) <= lifecycle.MAX_DEPTH:
+            rec = lifecycle.load(state, current)
+            chain.append(rec)
+            current = rec["parent"]
+        rules = Rules()
+        for rec in reversed(chain):
+            raw = rec["params"].get("rules")
+            if raw is not None:
+                rules = rules.narrowed_by(parse_rules(raw))
+        return rules
+
+    def call_record_usage(self, ctx: Context, state: StateView, cid: str,
+                          args: Mapping[str, Any]) -> Result:
+        record = parse_usage(need(args, "record", dict))
+        assert ctx.author is not None
+        author_roles = lifecycle.roles_of(state, cid, ctx.author)
+        if not author_roles & {OPERATOR, OWNER} and record.user != ctx.author:
+            raise PermissionDenied("a member may record only its own usage")
+        rec = lifecycle.load(state, cid)
+        contract_ok: str | None = None
+        if rec["status"] != lifecycle.DEFINITIVE:
+            contract_ok = f"contract is {rec['status']}, not definitive"
+        elif rec["selection"] == lifecycle.SUPERSEDED:
+            contract_ok = "contract was superseded by another child"
+        rules = self.effective_rules(state, cid)
+        period = record.time_ms // rules.period_ms
+        quota_key = f"q/{cid}/{record.user}/{period}"
+        used_wh, used_count = state.get(quota_key) or (0, 0)
+        is_member = bool(lifecycle.roles_of(state, cid, record.user) & {MEMBER, OWNER})
+        reasons = determine(record, rules, is_member=is_member, block_time_ms=ctx.time_ms,
+                            used_wh=used_wh, used_count=used_count, contract_ok=contract_ok)
+        count_key = f"n/{cid}"
+        n = state.get(count_key, 0)
+        writes: dict[str, Any] = {
+            count_key: n + 1,
+            f"u/{cid}/{n:08d}": {"service": record.service, "user": record.user,
+                                 "wh": record.wh, "time_ms": record.time_ms,
+                                 "by": ctx.author, "tx": ctx.tx_id,
+                                 "permitted": not reasons, "reasons": reasons},
+        }
+        if not reasons:
+            writes[quota_key] = [used_wh + record.wh, used_count + 1]
+        kind = "usage_permitted" if not reasons else "usage_flagged"
+        return Result(writes=writes, events=(Event(kind, cid, "; ".join(reasons)),))

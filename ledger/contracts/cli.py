@@ -1,0 +1,208 @@
+"""`manet-agent contracts ...`: rebuild contract state from the ledger, show it, audit.
+
+    contracts show [--json]                 state hash, final hash, contracts, balances
+    contracts history [--contract ID] [-n N]
+    contracts replay                        rebuild from an empty state, with timing
+    contracts pending [--all]               provisional contracts this node may audit
+    contracts approve|reject ID --reason TEXT
+    contracts submit --body JSON            append any contract transaction (create, call)
+
+The ledger file and key come from --ledger/--key, or from the agent's --config
+(node.key_file, ledger.path or <node.state_dir>/ledger.sqlite).
+Exit codes: 0 success, 1 runtime failure (no ledger, refused transaction), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ledger.contracts.engine import Engine, Replay
+from ledger.contracts.source import LedgerSource
+from ledger.errors import LedgerError
+from ledger.ledger import Ledger
+from mesh.identity import Identity, IdentityError
+
+DEFAULT_CONFIG = "/etc/manet-agent/agent.toml"
+
+
+class CliError(Exception):
+    """A command cannot run (missing ledger or key, bad arguments); exit code 1."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `contracts` subcommand to an argparse parser (manet-agent wires it in)."""
+    top = subparsers.add_parser("contracts", help="contract state replayed from the ledger")
+    sub = top.add_subparsers(dest="contracts_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default=None, help=f"agent configuration (default "
+                       f"{DEFAULT_CONFIG} if it exists)")
+        p.add_argument("--ledger", default=None, help="ledger SQLite file")
+        p.add_argument("--key", default=None, help="this node's key file")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=run)
+
+    show = sub.add_parser("show", help="current state: hashes, contracts, balances")
+    common(show)
+    show.add_argument("--as-of-ms", type=int, default=None,
+                      help="fire scheduled transfers due by this time (default: newest block)")
+    hist = sub.add_parser("history", help="applied transactions in replay order")
+    common(hist)
+    hist.add_argument("--contract", default=None, help="only this contract id")
+    hist.add_argument("-n", "--limit", type=int, default=50, help="last N entries (0: all)")
+    common(sub.add_parser("replay", help="rebuild state from an empty state, timed"))
+    pending = sub.add_parser("pending", help="provisional contracts this node may audit")
+    common(pending)
+    pending.add_argument("--all", action="store_true", help="every provisional contract")
+    for name in ("approve", "reject"):
+        p = sub.add_parser(name, help=f"{name} a provisional contract (as its auditor)")
+        common(p)
+        p.add_argument("contract")
+        p.add_argument("--reason", required=True)
+    submit = sub.add_parser("submit", help="append a contract transaction body (JSON)")
+    common(submit)
+    submit.add_argument("--body", required=True, help='e.g. {"v":1,"op":"create",...}')
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    ledger_path, key_path = args.ledger, args.key
+    if ledger_path is None or key_path is None:
+        config_path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+        if config_path is None:
+            raise CliError("give --ledger and --key, or --config")
+        from agent.config import ConfigError, load_config
+        try:
+            cfg = load_config(config_path)
+        except ConfigError as exc:
+            raise CliError(f"{config_path}: {exc}") from exc
+        key_path = key_path or cfg.node.key_file
+        ledger_path = ledger_path or cfg.ledger.path or str(
+            Path(cfg.node.state_dir) / "ledger.sqlite")
+    return Path(ledger_path), Path(key_path)
+
+
+def _open(args: argparse.Namespace) -> Ledger:
+    ledger_path, key_path = _paths(args)
+    if not ledger_path.exists():
+        raise CliError(f"no ledger at {ledger_path}")
+    try:
+        identity = Identity.load(key_path)
+    except IdentityError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        return Ledger.open(ledger_path, identity)
+    except LedgerError as exc:
+        raise CliError(f"cannot open {ledger_path}: {exc}") from exc
+
+
+def summary(result: Replay) -> dict[str, Any]:
+    """The `show` view of a replay (also what tests and the agent can print)."""
+    balances: dict[str, dict[str, int]] = {}
+    for key, value in sorted(result.state.items()):
+        if key.startswith("b/"):
+            _, cid, account = key.split("/", 2)
+            balances.setdefault(cid, {})[account] = value
+    return {
+        "state_hash": result.state_hash, "final_hash": result.final_hash,
+        "transactions": result.applied, "failed": result.failed,
+        "final_entries": result.final_count,
+        "contracts": [{"id": c["id"], "template": c["template"], "status": c["status"],
+                       "selection": c["selection"], "parent": c["parent"], "slot": c["slot"],
+                       "final": result.is_final("c/" + c["id"])}
+                      for c in result.contracts()],
+        "balances": balances,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except CliError as exc:
+        print(f"contracts: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text)
+
+
+def _run(args: argparse.Namespace) -> int:
+    action = args.contracts_command
+    data: Any
+    with _open(args) as led:
+        source = LedgerSource(led)
+        if action in ("approve", "reject", "submit"):
+            if action == "submit":
+                try:
+                    body = json.loads(args.body)
+                except json.JSONDecodeError as exc:
+                    raise CliError(f"--body is not JSON: {exc}") from exc
+            else:
+                current = Engine().replay(source.contract_txs(), source.checkpoints())
+                mine = {c["id"] for c in current.pending_for(led.identity.hex_id)}
+                if args.contract not in mine:
+                    raise CliError(f"{args.contract} is not a provisional contract that "
+                                   f"{led.identity.hex_id} audits (see `contracts pending`)")
+                body = {"v": 1, "op": "call", "contract": args.contract, "method": action,
+                        "args": {"reason": args.reason}}
+            try:
+                tx = source.submit(body, time.time())
+            except LedgerError as exc:
+                raise CliError(f"refused by the ledger: {exc}") from exc
+            result = Engine().replay(source.contract_txs(), source.checkpoints())
+            entry = next(h for h in result.history if h.tx_id == tx.tx_id.hex())
+            data = {"tx": entry.tx_id, "ok": entry.ok, "code": entry.code,
+                    "message": entry.message, "events": [e.kind for e in entry.events]}
+            _print(args, data, f"{entry.tx_id[:16]} {entry.code} {entry.message}".rstrip())
+            return 0 if entry.ok else 1
+        started = time.perf_counter()
+        txs = source.contract_txs()
+        loaded = time.perf_counter()
+        result = Engine().replay(txs, source.checkpoints(),
+                                 as_of_ms=getattr(args, "as_of_ms", None))
+        done = time.perf_counter()
+        if action == "show":
+            data = summary(result)
+            lines = [f"state {data['state_hash']}", f"final {data['final_hash']}",
+                     f"{data['transactions']} transactions, {data['failed']} refused"]
+            lines += [f"{c['id']} {c['template']:9} {c['status']:11} {c['selection'] or '-':10}"
+                      f" {'final' if c['final'] else 'provisional'}"
+                      f"{' child of ' + c['parent'] if c['parent'] else ''}"
+                      for c in data["contracts"]]
+            lines += [f"{cid} {acct} {bal}" for cid, accts in data["balances"].items()
+                      for acct, bal in accts.items()]
+            _print(args, data, "\n".join(lines))
+        elif action == "history":
+            entries = [h for h in result.history
+                       if args.contract is None or h.contract == args.contract]
+            if args.limit:
+                entries = entries[-args.limit:]
+            data = [{"position": h.position, "tx": h.tx_id, "author": h.author,
+                     "time_ms": h.time_ms, "op": h.op, "contract": h.contract,
+                     "method": h.method, "ok": h.ok, "code": h.code, "message": h.message,
+                     "events": [[e.kind, e.contract, e.detail] for e in h.events],
+                     "final": h.final} for h in entries]
+            _print(args, data, "\n".join(
+                f"{h.position:6} {h.time_ms} {h.author or 'timer':16} {h.op:6} "
+                f"{h.contract or '-':24} {h.method:12} {h.code}"
+                f"{' ' + h.message if h.message else ''}" for h in entries))
+        elif action == "replay":
+            data = {"transactions": len(txs), "load_s": round(loaded - started, 4),
+                    "replay_s": round(done - loaded, 4),
+                    "tx_per_s": round(len(txs) / max(done - loaded, 1e-9)),
+                    "state_hash": result.state_hash, "final_hash": result.final_hash}
+            _print(args, data, " ".join(f"{k}={v}" for k, v in data.items()))
+        else:
+            me = None if args.all else led.identity.hex_id
+            data = [{"id": c["id"], "template": c["template"], "created_by": c["created_by"],
+                     "created_ms": c["created_ms"], "params": c["params"]}
+                    for c in result.pending_for(me)]
+            _print(args, data, "\n".join(
+                f"{c['id']} {c['template']} by {c['created_by']} at {c['created_ms']}"
+                for c in data) or "no pending contracts")
+    return 0

@@ -1,0 +1,266 @@
+"""The replay engine: canonical order in, state, state hash and history out.
+
+`Engine.replay` sorts the transactions (see tx.py for the order and why), then applies them
+one by one. Before each transaction it fires the timers that are due by that transaction's
+block time, in (time, scheduling order) order. A call that raises a `ContractError` changes
+nothing but is recorded, in the history and in the state (``x/<tx id>``), so that the state
+hash also proves that every node refused the same transactions for the same reason.
+
+Finality: the transactions covered by backhaul checkpoints come first in the order; after the
+last of them the engine fires the timers due by the newest checkpoint's time and takes the
+*final* state hash. Everything after that is provisional.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.contracts import codec, lifecycle
+from ledger.contracts.agreement import Agreement
+from ledger.contracts.errors import (
+    ContractError,
+    InvalidTransaction,
+    PermissionDenied,
+    UnknownContract,
+    UnknownMethod,
+)
+from ledger.contracts.model import ANYONE, Context, Event, Meter, Result, StateView, Template
+from ledger.contracts.payloads import PAYLOAD_VERSION
+from ledger.contracts.tokens import Tokens
+from ledger.contracts.tx import NOT_FINAL, Checkpoint, ContractTx, canonical_order
+
+DEFAULT_STEP_BUDGET = 10_000
+
+
+def default_templates() -> dict[str, Template]:
+    """A fresh template table: the agreement and tokens templates."""
+    return {Agreement.NAME: Agreement(), Tokens.NAME: Tokens()}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One applied transaction or fired timer, in replay order."""
+
+    position: int
+    tx_id: str
+    author: str | None
+    time_ms: int
+    op: str
+    contract: str | None
+    method: str
+    ok: bool
+    code: str
+    message: str
+    events: tuple[Event, ...]
+    final: bool
+
+
+@dataclass(slots=True)
+class Replay:
+    """The outcome of one replay. `state` maps keys to plain data (see model.py)."""
+
+    state: dict[str, Any]
+    history: list[HistoryEntry]
+    state_hash: str
+    final_hash: str
+    final_count: int
+    final_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def applied(self) -> int:
+        return sum(1 for h in self.history if h.op != "timer")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for h in self.history if not h.ok)
+
+    def contracts(self) -> list[dict[str, Any]]:
+        return [v for k, v in sorted(self.state.items()) if k.startswith("c/")]
+
+    def pending_for(self, auditor: str | None) -> list[dict[str, Any]]:
+        """Provisional contracts that `auditor` may decide (all of them when None)."""
+        view = StateView(self.state, Meter(1 << 62))
+        return [c for c in self.contracts() if c["status"] == lifecycle.PROVISIONAL and (
+            auditor is None or "auditor" in lifecycle.roles_of(view, c["id"], auditor))]
+
+    def is_final(self, key: str) -> bool:
+        """True when `key` has the same value in the final state (a checkpoint covers it)."""
+        return key in self.final_state and self.final_state[key] == self.state.get(key)
+
+
+def state_hash(state: Mapping[str, Any]) -> str:
+    return hashlib.sha256(codec.encode(dict(state))).hexdigest()
+
+
+class Engine:
+    """Replays contract transactions. Holds only configuration, so one engine serves many."""
+
+    def __init__(self, *, templates: Mapping[str, Template] | None = None,
+                 step_budget: int = DEFAULT_STEP_BUDGET) -> None:
+        self.templates = dict(templates) if templates is not None else default_templates()
+        self.step_budget = step_budget
+
+    def replay(self, txs: Iterable[ContractTx], checkpoints: Sequence[Checkpoint] = (),
+               as_of_ms: int | None = None) -> Replay:
+        """Rebuild state from nothing. `as_of_ms` (default: newest block or checkpoint time)
+        is the time up to which scheduled timers fire at the end."""
+        ordered = canonical_order(txs, checkpoints)
+        run = _Run(self)
+        cp_time = max((c.time_ms for c in checkpoints), default=None)
+        final_hash = state_hash({})
+        final_state: dict[str, Any] = {}
+        final_count = 0
+        in_final = True
+        latest = cp_time if cp_time is not None else 0
+        for epoch, tx in ordered:
+            if in_final and epoch == NOT_FINAL:
+                in_final = False
+                final_hash, final_state = run.seal_final(cp_time)
+                final_count = len(run.history)
+            latest = max(latest, tx.time_ms)
+            run.fire_timers(tx.time_ms, final=in_final and epoch != NOT_FINAL)
+            run.apply(tx, final=epoch != NOT_FINAL)
+        if in_final:
+            final_hash, final_state = run.seal_final(cp_time)
+            final_count = len(run.history)
+        run.fire_timers(latest if as_of_ms is None else as_of_ms, final=False)
+        return Replay(state=run.state, history=run.history, state_hash=state_hash(run.state),
+                      final_hash=final_hash, final_count=final_count, final_state=final_state)
+
+
+class _Run:
+    """The mutable part of one replay (kept out of Engine so that engines are reusable)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.templates = engine.templates
+        self.budget = engine.step_budget
+        self.state: dict[str, Any] = {}
+        self.history: list[HistoryEntry] = []
+        self.timers: list[tuple[int, int, str, str, str, dict[str, Any]]] = []
+        self.seq = 0
+
+    def seal_final(self, cp_time: int | None) -> tuple[str, dict[str, Any]]:
+        if cp_time is None:
+            return state_hash({}), {}
+        self.fire_timers(cp_time, final=True)
+        return state_hash(self.state), copy.deepcopy(self.state)
+
+    def fire_timers(self, now_ms: int, *, final: bool) -> None:
+        while self.timers and self.timers[0][0] <= now_ms:
+            at_ms, _, origin, cid, method, args = heapq.heappop(self.timers)
+            ctx = Context(time_ms=at_ms, author=None, tx_id=origin, meter=Meter(self.budget))
+            rec = self.state.get(lifecycle.contract_key(cid))
+            template = self.templates[rec["template"]] if rec is not None else None
+            if template is None or method not in template.TIMERS:
+                self._record(ctx, "timer", cid, method, None, final)
+                continue
+            view = StateView(self.state, ctx.meter)
+            self._run(ctx, "timer", cid, method, final,
+                      lambda t=template, v=view, c=ctx, i=cid, m=method, a=args:
+                      t.method(m)(c, v, i, a))
+
+    def apply(self, tx: ContractTx, *, final: bool) -> None:
+        ctx = Context(time_ms=tx.time_ms, author=tx.author.hex(), tx_id=tx.tx_id.hex(),
+                      meter=Meter(self.budget))
+        try:
+            payload = codec.decode(tx.payload) if isinstance(tx.payload, bytes) else tx.payload
+            if not isinstance(payload, dict) or payload.get("v") != PAYLOAD_VERSION:
+                raise InvalidTransaction(f"payload must be a map with v={PAYLOAD_VERSION}")
+            op = payload.get("op")
+        except ContractError as exc:
+            self._record(ctx, "?", None, "?", exc, final)
+            return
+        view = StateView(self.state, ctx.meter)
+        if op == "create":
+            self._run(ctx, "create", None, str(payload.get("template", "?"))[:40], final,
+                      lambda: lifecycle.create(ctx, view, self.templates, payload))
+            return
+        if op != "call":
+            self._record(ctx, str(op)[:20], None, "?",
+                         InvalidTransaction(f"unknown op {str(op)[:20]!r}"), final)
+            return
+        cid = payload.get("contract")
+        method = payload.get("method")
+        args = payload.get("args", {})
+        if not isinstance(cid, str) or not isinstance(method, str) or not isinstance(args, dict):
+            self._record(ctx, "call", None, "?",
+                         InvalidTransaction("call needs contract, method (text), args (map)"),
+                         final)
+            return
+        self._run(ctx, "call", cid[:40], method[:40], final,
+                  lambda: self._call(ctx, view, cid, method, args))
+
+    def _call(self, ctx: Context, view: StateView, cid: str, method: str,
+              args: Mapping[str, Any]) -> Result:
+        rec = view.get(lifecycle.contract_key(cid))
+        if rec is None:
+            raise UnknownContract(f"no contract {cid}")
+        template = self.templates[rec["template"]]
+        allowed = template.ROLES_FOR.get(method)
+        if allowed is None:
+            raise UnknownMethod(f"{rec['template']} has no method {method!r}")
+        assert ctx.author is not None
+        if ANYONE not in allowed:
+            held = lifecycle.roles_of(view, cid, ctx.author)
+            if not held & allowed:
+                raise PermissionDenied(f"{method} needs one of {sorted(allowed)}; "
+                                       f"{ctx.author} holds {sorted(held) or 'no role'}")
+        if method == "spawn":
+            return lifecycle.spawn(ctx, view, self.templates, cid, args)
+        if method in ("grant", "revoke"):
+            return lifecycle.grant(ctx, view, cid, args, add=method == "grant")
+        if method in ("approve", "reject"):
+            return lifecycle.decide(ctx, view, cid, args, approve=method == "approve")
+        return template.method(method)(ctx, view, cid, args)
+
+    def _run(self, ctx: Context, op: str, cid: str | None, method: str, final: bool,
+             call: Any) -> None:
+        try:
+            result: Result = call()
+        except ContractError as exc:
+            self._record(ctx, op, cid, method, exc, final)
+            return
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError,
+                RecursionError) as exc:
+            # Untrusted data reached a corner the validators missed: refuse the transaction,
+            # deterministically (the class name only: messages differ between versions).
+            err = InvalidTransaction(f"rejected by the contract ({type(exc).__name__})")
+            self._record(ctx, op, cid, method, err, final)
+            return
+        state = self.state
+        for key, value in result.writes.items():
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        for timer in result.timers:
+            self.seq += 1
+            heapq.heappush(self.timers, (timer.at_ms, self.seq, ctx.tx_id, timer.contract,
+                                         timer.method, dict(timer.args)))
+        self.history.append(HistoryEntry(
+            position=len(self.history), tx_id=ctx.tx_id, author=ctx.author,
+            time_ms=ctx.time_ms, op=op, contract=cid if cid is not None else _created(result),
+            method=method, ok=True, code="ok", message="", events=result.events, final=final))
+
+    def _record(self, ctx: Context, op: str, cid: str | None, method: str,
+                exc: ContractError | None, final: bool) -> None:
+        code = exc.code if exc is not None else "no_timer"
+        message = str(exc) if exc is not None else f"{method} is not a timer of {cid}"
+        if op != "timer":
+            self.state["x/" + ctx.tx_id] = [code, message]
+        self.history.append(HistoryEntry(
+            position=len(self.history), tx_id=ctx.tx_id, author=ctx.author, time_ms=ctx.time_ms,
+            op=op, contract=cid, method=method, ok=False, code=code, message=message,
+            events=(), final=final))
+
+
+def _created(result: Result) -> str | None:
+    for event in result.events:
+        if event.kind == "created":
+            return event.contract
+    return None
