@@ -96,7 +96,8 @@ class SqliteStore:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
                 raise StorageError(f"{self.path} is corrupt: {result}")
-        if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+        if mode != "wal" and not (mode == "memory" and str(self.path) == ":memory:"):
             raise StorageError(f"{self.path}: WAL mode is not available")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=OFF")

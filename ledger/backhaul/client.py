@@ -1,0 +1,112 @@
+"""The agent's side of a backhaul sync: connect, authenticate, run a session, keep the checkpoint.
+
+This is asyncio edge code; the ledger's store is used from the calling thread (the agent's loop),
+which is what the agent does with its ledger anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ledger.backhaul import protocol as p
+from ledger.checkpoint import Checkpoint, decode_checkpoint, verify_proofs
+from ledger.errors import AuthError, CheckpointError, SyncError
+from ledger.ledger import Ledger
+from ledger.sync import SyncConfig, SyncSession, SyncStats
+from mesh.identity import verify as ed25519_verify
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """How a sync with the backhaul went."""
+
+    state: str
+    stats: SyncStats
+    checkpoint: Checkpoint | None
+    finalized: int
+    """Feeds whose checkpointed height the checkpoint raised or confirmed."""
+    error: str | None = None
+    seconds: float = 0.0
+
+
+async def _read(reader: asyncio.StreamReader, timeout: float) -> tuple[int, bytes]:
+    header = await asyncio.wait_for(reader.readexactly(p.HEADER), timeout)
+    body = await asyncio.wait_for(reader.readexactly(p.frame_length(header)), timeout)
+    return p.split(body)
+
+
+async def sync_with_backhaul(ledger: Ledger, host: str, port: int, *,
+                             backhaul_key: bytes | None = None,
+                             ssl_context: ssl.SSLContext | None = None,
+                             timeout: float = 30.0,
+                             proofs_for: Sequence[bytes] | None = None,
+                             config: SyncConfig | None = None) -> SyncResult:
+    """One sync with the backhaul at host:port.
+
+    `backhaul_key` pins the server's Ed25519 key (recommended; None trusts the key the server
+    shows for this sync). Raises `AuthError` when refused, `SyncError` when either side cut the
+    session, `CheckpointError` for a bad checkpoint; blocks received before that stay stored.
+    """
+    started = time.monotonic()
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ssl_context, limit=p.MAX_FRAME_BYTES), timeout)
+    try:
+        kind, payload = await _read(reader, timeout)
+        if kind != p.F_HELLO:
+            raise AuthError("expected HELLO from the backhaul")
+        server_key, server_nonce = p.parse_hello(payload)
+        if backhaul_key is not None and server_key != backhaul_key:
+            raise AuthError("the backhaul presented another key than the pinned one")
+        nonce = os.urandom(32)
+        wanted = list(proofs_for) if proofs_for is not None else [ledger.author]
+        writer.write(p.frame_value(p.F_AUTH, [
+            ledger.author, nonce, ledger.identity.sign(p.auth_message(server_nonce, server_key)),
+            wanted[:p.MAX_PROOF_REQUESTS]]))
+        kind, payload = await _read(reader, timeout)
+        if kind == p.F_ERROR:
+            raise AuthError(f"backhaul refused: {p.parse_value(payload)}")
+        ok = p.parse_value(payload)
+        if (kind != p.F_OK or type(ok) is not list or len(ok) != 1 or type(ok[0]) is not bytes
+                or not ed25519_verify(server_key, ok[0], p.ok_message(nonce, ledger.author))):
+            raise AuthError("the backhaul did not prove its key")
+        now = time.time()
+        session = SyncSession(ledger.store, ledger.registry, initiator=True,
+                              peer="backhaul:" + server_key.hex(), now=now, config=config,
+                              verifier=ledger.verify_cache.verify)
+        writer.write(p.frame(p.F_SYNC, session.start(now)))
+        while session.state == "running":
+            kind, payload = await _read(reader, timeout)
+            if kind != p.F_SYNC:
+                raise SyncError("malformed", f"frame type {kind} during sync")
+            try:
+                reply = session.receive(payload, time.time())
+            except SyncError:
+                if session.error is not None and session.error.reason != "peer_error":
+                    writer.write(p.frame(p.F_SYNC, session.error_message()))
+                raise
+            if reply is not None:
+                writer.write(p.frame(p.F_SYNC, reply))
+                await writer.drain()
+        kind, payload = await _read(reader, timeout)
+        if kind != p.F_CHECKPOINT:
+            raise CheckpointError("expected a checkpoint after the sync")
+        value = p.parse_value(payload)
+        if type(value) is not list or len(value) != 2 or type(value[0]) is not bytes \
+                or type(value[1]) is not list:
+            raise CheckpointError("malformed checkpoint frame")
+        checkpoint = decode_checkpoint(value[0], server_key, ledger.verify_cache.verify)
+        heads = verify_proofs(checkpoint, value[1])
+        ledger.store.put_checkpoint(checkpoint.backhaul, checkpoint.seq, checkpoint.time_ms,
+                                    checkpoint.root, checkpoint.raw, heads)
+        return SyncResult(session.state, session.stats, checkpoint, len(heads),
+                          seconds=time.monotonic() - started)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()

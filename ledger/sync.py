@@ -1,0 +1,380 @@
+"""The sync session: a sans-I/O core that two peers (or an agent and the backhaul) drive.
+
+    session = SyncSession(store, registry, initiator=True, peer="...", now=now)
+    out = session.start(now)                 # initiator only; bytes to send
+    reply = session.receive(data, now)       # bytes to send back, or None (nothing to send)
+    session.state                            # "running" | "complete" | "failed"
+
+No sockets, no clock, no randomness: the caller moves bytes and passes `now` (wall seconds).
+The session reads and writes the local store (synchronously), which is what makes an
+interrupted sync resumable: every block is validated and stored as its message arrives, so a
+new session after a cut reconciles from the new heads and asks only for what is still missing.
+
+Message (deterministic CBOR map): {0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error}
+- ranges: [lo, hi|None, mode, payload]; mode 1 = fingerprint [fp, count], mode 2 = item list
+  [[author, height, hash8], ...] (see `ledger.reconcile`);
+- wants: [[author, from_height], ...]: send me this feed from that height on;
+- blocks: encoded blocks, each feed in height order;
+- done: the sender has nothing more to ask or send; the session ends when both said done.
+A side that receives an item list knows both sides of that range: it asks for what it lacks
+and pushes what the other lacks, without another round trip.
+
+Bounds: a message is at most `max_message_bytes`; ranges, items and wants per message are
+capped; a session stores at most `max_session_bytes` of blocks and `max_new_feeds` new feeds
+(the rest waits for the next session). A peer that sends an invalid block or breaks the
+protocol is cut: the session fails with `SyncError`, the reason goes to the store's peers table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ledger import codec
+from ledger.block import MAX_BLOCK_BYTES
+from ledger.errors import BlockError, CodecError, SyncError
+from ledger.ingest import BlockStore, ingest
+from ledger.reconcile import BRANCHES, IDLIST_MAX, ITEM_HASH_LEN, Item, ReconIndex
+from ledger.tx import TxRegistry
+from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier
+from mesh.identity import verify as ed25519_verify
+
+VERSION = 1
+M_FP = 1
+M_IDS = 2
+K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR = 0, 1, 2, 3, 4, 5
+
+
+class SyncStore(BlockStore, Protocol):
+    """What a session needs from a store (SqliteStore and PostgresStore provide it)."""
+
+    def heads(self) -> list[FeedHead]: ...
+
+    def base_height(self, author: bytes) -> int: ...
+
+    def blocks_from(self, author: bytes, from_height: int, limit: int,
+                    max_bytes: int) -> list[bytes]: ...
+
+    def mark_synced(self, peer: str, now_ms: int) -> None: ...
+
+    def mark_cut(self, peer: str, reason: str, now_ms: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncConfig:
+    """Limits of one session (both directions)."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest message we send or accept."""
+    max_ranges: int = 4096
+    """Ranges per message accepted."""
+    max_items: int = 65536
+    """Items (in item lists) per message accepted."""
+    max_wants: int = 65536
+    """Wants per message accepted."""
+    max_session_bytes: int = 256 * 1024 * 1024
+    """Block bytes we store in one session; beyond that we stop asking (next session goes on)."""
+    max_new_feeds: int = 100_000
+    """Feeds new to us accepted in one session."""
+    max_future_ms: int = MAX_FUTURE_MS
+
+
+@dataclass(slots=True)
+class SyncStats:
+    messages_out: int = 0
+    messages_in: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    blocks_out: int = 0
+    blocks_in: int = 0
+    block_bytes_in: int = 0
+    block_bytes_out: int = 0
+    recon_messages: int = 0
+    """Messages exchanged until no range was left to reconcile."""
+    duplicates: int = 0
+    equivocations: int = 0
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What we still owe the peer (pushes) and what we asked for (wants)."""
+
+    pushes: dict[bytes, int] = field(default_factory=dict)
+    wants: dict[bytes, int] = field(default_factory=dict)
+
+
+class SyncSession:
+    """One sync with one peer; see the module docstring for the protocol."""
+
+    def __init__(self, store: SyncStore, registry: TxRegistry, *, initiator: bool, peer: str,
+                 now: float, config: SyncConfig | None = None,
+                 verifier: Verifier = ed25519_verify,
+                 on_blocks: Callable[[int], None] | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.initiator = initiator
+        self.peer = peer
+        self.config = config or SyncConfig()
+        self.verifier = verifier
+        self.on_blocks = on_blocks
+        self.index = ReconIndex(store.heads())
+        self.state = "running"
+        self.error: SyncError | None = None
+        self.stats = SyncStats()
+        self._plan = _Plan()
+        self._out_ranges: list[list[Any]] = []
+        self._wants_new: list[list[Any]] = []
+        self._sent_done = False
+        self._got_done = False
+        self._recon_open = True
+        self._stored_bytes = 0
+        self._new_feeds = 0
+        self._started = now
+
+    # ---------------------------------------------------------------- driving
+
+    def start(self, now: float) -> bytes:
+        """The initiator's first message: fingerprints (or the item list) of all its feeds."""
+        if not self.initiator or self.stats.messages_out:
+            raise SyncError("local", "start() is for the initiator, once")
+        self._out_ranges = self._describe(b"", None, 0, len(self.index))
+        return self._build(now)
+
+    def receive(self, data: bytes, now: float) -> bytes | None:
+        """Handle a peer message; return our reply, or None when we have nothing to send.
+
+        Raises `SyncError` when the peer is at fault (the session is then "failed" and the
+        peer is recorded as cut); the caller should send `error_message()` and hang up.
+        """
+        if self.state != "running":
+            raise SyncError("local", f"session is {self.state}")
+        self.stats.messages_in += 1
+        self.stats.bytes_in += len(data)
+        try:
+            msg = self._parse(data)
+            if K_ERROR in msg:
+                raise SyncError("peer_error", str(msg[K_ERROR])[:200])
+            self._got_done = bool(msg.get(K_DONE, False))
+            self._take_blocks(msg.get(K_BLOCKS, []), now)
+            self._take_wants(msg.get(K_WANTS, []))
+            self._take_ranges(msg.get(K_RANGES, []))
+        except SyncError as exc:
+            self._fail(exc, now)
+            raise
+        if self._recon_open and not self._out_ranges and not msg.get(K_RANGES):
+            self._recon_open = False
+            self.stats.recon_messages = self.stats.messages_in + self.stats.messages_out
+        if self._got_done and self._sent_done and self._idle():
+            self._complete(now)
+            return None
+        reply = self._build(now)
+        if self._got_done and self._sent_done:
+            self._complete(now)
+        return reply
+
+    def error_message(self) -> bytes:
+        """What to send the peer when we cut it (names the reason)."""
+        reason = self.error.reason if self.error is not None else "error"
+        return codec.encode({K_VERSION: VERSION, K_ERROR: reason})
+
+    def fail_local(self, reason: str, now: float) -> None:
+        """The transport broke (timeout, disconnect): end the session; what was stored stays."""
+        if self.state == "running":
+            self.state = "failed"
+            self.error = SyncError("transport", reason)
+
+    # ---------------------------------------------------------------- internals
+
+    def _idle(self) -> bool:
+        return not (self._out_ranges or self._plan.pushes or self._wants_new)
+
+    def _complete(self, now: float) -> None:
+        self.state = "complete"
+        if self._recon_open:
+            self._recon_open = False
+            self.stats.recon_messages = self.stats.messages_in + self.stats.messages_out
+        self.store.mark_synced(self.peer, int(now * 1000))
+
+    def _fail(self, exc: SyncError, now: float) -> None:
+        self.state = "failed"
+        self.error = exc
+        if exc.reason != "peer_error":
+            self.store.mark_cut(self.peer, str(exc), int(now * 1000))
+
+    def _parse(self, data: bytes) -> dict[int, Any]:
+        try:
+            msg = codec.decode(data, self.config.max_message_bytes)
+        except CodecError as exc:
+            raise SyncError("malformed", str(exc)) from exc
+        if type(msg) is not dict or msg.get(K_VERSION) != VERSION:
+            raise SyncError("malformed", "not a sync message of version 1")
+        for key in msg:
+            if key not in (K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR):
+                raise SyncError("malformed", f"unknown key {key!r}")
+        for key, limit in ((K_RANGES, self.config.max_ranges), (K_WANTS, self.config.max_wants),
+                           (K_BLOCKS, None)):
+            value = msg.get(key, [])
+            if type(value) is not list or (limit is not None and len(value) > limit):
+                raise SyncError("bounds", f"field {key} is not a list within limits")
+        return msg
+
+    def _take_blocks(self, raws: list[Any], now: float) -> None:
+        if not raws:
+            return
+        for raw in raws:
+            if type(raw) is not bytes or len(raw) > MAX_BLOCK_BYTES:
+                raise SyncError("malformed", "blocks must be byte strings")
+        try:
+            result = ingest(self.store, raws, self.registry, int(now * 1000),
+                            verifier=self.verifier, max_future_ms=self.config.max_future_ms)
+        except BlockError as exc:
+            raise SyncError("invalid_block", str(exc)) from exc
+        got = sum(len(r) for r in raws)
+        self.stats.blocks_in += len(raws)
+        self.stats.block_bytes_in += got
+        self.stats.duplicates += result.duplicates
+        self.stats.equivocations += result.equivocations
+        self._stored_bytes += sum(b.size for b in result.stored)
+        for block in result.stored:
+            if block.height == 0:
+                self._new_feeds += 1
+            want = self._plan.wants.get(block.author)
+            if want is not None and block.height >= want:
+                self._plan.wants[block.author] = block.height + 1
+        if self.on_blocks is not None and result.stored:
+            self.on_blocks(len(result.stored))
+        if self._new_feeds > self.config.max_new_feeds:
+            raise SyncError("bounds", f"more than {self.config.max_new_feeds} new feeds")
+
+    def _take_wants(self, wants: list[Any]) -> None:
+        for want in wants:
+            if (type(want) is not list or len(want) != 2 or type(want[0]) is not bytes
+                    or type(want[1]) is not int or want[1] < 0):
+                raise SyncError("malformed", "a want is [author, from_height]")
+            self._push(want[0], want[1])
+
+    def _push(self, author: bytes, from_height: int) -> None:
+        if from_height < self.store.base_height(author):
+            return  # pruned here: the peer gets those blocks from the backhaul
+        known = self._plan.pushes.get(author)
+        self._plan.pushes[author] = from_height if known is None else min(known, from_height)
+
+    def _want(self, author: bytes, from_height: int) -> None:
+        known = self._plan.wants.get(author)
+        self._plan.wants[author] = from_height if known is None else min(known, from_height)
+        self._wants_new.append([author, from_height])
+
+    def _take_ranges(self, ranges: list[Any]) -> None:
+        items_seen = 0
+        previous_hi: bytes | None = b""
+        for rng in ranges:
+            if type(rng) is not list or len(rng) != 4:
+                raise SyncError("malformed", "a range is [lo, hi, mode, payload]")
+            lo, hi, mode, payload = rng
+            if type(lo) is not bytes or (hi is not None and type(hi) is not bytes):
+                raise SyncError("malformed", "range bounds must be bytes")
+            if previous_hi is None or lo < previous_hi or (hi is not None and hi <= lo):
+                raise SyncError("malformed", "ranges must be ordered and disjoint")
+            previous_hi = hi
+            i, j = self.index.span(lo, hi)
+            if mode == M_FP:
+                if (type(payload) is not list or len(payload) != 2
+                        or type(payload[0]) is not bytes or type(payload[1]) is not int):
+                    raise SyncError("malformed", "fingerprint payload is [fp, count]")
+                if self.index.fingerprint(i, j) == payload[0]:
+                    continue
+                if payload[1] == 0:
+                    for it in self.index.items[i:j]:
+                        self._push(it.author, 0)
+                    continue
+                self._out_ranges += self._describe(lo, hi, i, j)
+            elif mode == M_IDS:
+                if type(payload) is not list:
+                    raise SyncError("malformed", "item list payload must be a list")
+                items_seen += len(payload)
+                if items_seen > self.config.max_items:
+                    raise SyncError("bounds", "too many items in one message")
+                self._compare(payload, lo, hi, i, j)
+            else:
+                raise SyncError("malformed", f"unknown range mode {mode!r}")
+
+    def _compare(self, payload: list[Any], lo: bytes, hi: bytes | None, i: int, j: int) -> None:
+        theirs: dict[bytes, tuple[int, bytes]] = {}
+        for entry in payload:
+            if (type(entry) is not list or len(entry) != 3 or type(entry[0]) is not bytes
+                    or len(entry[0]) != 32 or type(entry[1]) is not int or entry[1] < 0
+                    or type(entry[2]) is not bytes or len(entry[2]) != ITEM_HASH_LEN):
+                raise SyncError("malformed", "an item is [author, height, hash8]")
+            if entry[0] < lo or (hi is not None and entry[0] >= hi):
+                raise SyncError("malformed", "item outside its range")
+            theirs[entry[0]] = (entry[1], entry[2])
+        mine = {it.author: it for it in self.index.items[i:j]}
+        for author, (height, hash8) in theirs.items():
+            own: Item | None = mine.get(author)
+            if own is None:
+                self._want(author, 0)
+            elif own.height < height:
+                self._want(author, own.height + 1)
+            elif own.height > height:
+                self._push(author, height + 1)
+            elif own.hash != hash8:
+                self._want(author, height)  # same height, other block: an equivocation
+                self._push(author, height)
+        for author in mine:
+            if author not in theirs:
+                self._push(author, 0)
+
+    def _describe(self, lo: bytes, hi: bytes | None, i: int, j: int) -> list[list[Any]]:
+        """Our view of [lo, hi): the item list when small, else fingerprints of sub-ranges."""
+        if j - i <= IDLIST_MAX:
+            return [[lo, hi, M_IDS, [[it.author, it.height, it.hash]
+                                     for it in self.index.items[i:j]]]]
+        return [[a, b, M_FP, [self.index.fingerprint(x, y), y - x]]
+                for a, b, x, y in self.index.split(lo, hi, i, j, BRANCHES)]
+
+    def _build(self, now: float) -> bytes:
+        msg: dict[int, Any] = {K_VERSION: VERSION}
+        if self._out_ranges:
+            msg[K_RANGES] = self._out_ranges
+            self._out_ranges = []
+        wants = self._wants_new
+        if wants and self._stored_bytes < self.config.max_session_bytes:
+            msg[K_WANTS] = wants
+        elif wants:
+            self._plan.wants.clear()
+        self._wants_new = []
+        budget = self.config.max_message_bytes - 64 * 1024
+        blocks: list[bytes] = []
+        used = 0
+        for author in list(self._plan.pushes):
+            if used >= budget:
+                break
+            start = self._plan.pushes[author]
+            head = self.store.head(author)
+            chunk = [] if head is None else self.store.blocks_from(author, start, 1024,
+                                                                   budget - used)
+            if chunk and blocks and used + len(chunk[0]) > budget:
+                break
+            blocks += chunk
+            used += sum(len(r) for r in chunk)
+            if head is None or not chunk or start + len(chunk) > head.height:
+                del self._plan.pushes[author]
+            else:
+                self._plan.pushes[author] = start + len(chunk)
+        if blocks:
+            msg[K_BLOCKS] = blocks
+            self.stats.blocks_out += len(blocks)
+            self.stats.block_bytes_out += used
+        # We are done when we owe nothing and expect nothing; the wants we just sent or still
+        # hold are answered by the peer's next message.
+        done = not (msg.get(K_RANGES) or msg.get(K_WANTS) or self._plan.pushes)
+        if done:
+            msg[K_DONE] = True
+            self._sent_done = True
+        else:
+            self._sent_done = False
+        data = codec.encode(msg)
+        self.stats.messages_out += 1
+        self.stats.bytes_out += len(data)
+        return data
