@@ -68,7 +68,7 @@ def created_id(tx_id: bytes) -> str:
 
 
 def child_id(parent: str, template: str, slot: str, params: Mapping[str, Any]) -> str:
-    """A child's id: from its parent, template, slot and (normalised) parameters."""
+    """A child's id: from its parent, template, slot and parameters (as the spawn gave them)."""
     return codec.digest(b"child", parent.encode(), template.encode(), slot.encode(),
                         codec.encode(dict(params)))[:12].hex()
 
@@ -199,7 +199,8 @@ def spawn(ctx: Context, state: StateView, templates: Mapping[str, Template], par
     if name not in allowed:
         raise PermissionDenied(f"parent {parent_id} does not spawn {name!r} (allows {allowed})")
     template = templates[name]
-    params = template.validate_params(need(args, "params", dict))
+    raw_params = need(args, "params", dict)
+    params = template.validate_params(raw_params)
     slot = need(args, "slot", str)
     if not slot or len(slot) > 100:
         raise InvalidTransaction("slot must be 1..100 characters")
@@ -209,7 +210,7 @@ def spawn(ctx: Context, state: StateView, templates: Mapping[str, Template], par
         if depth >= MAX_DEPTH:
             raise InvalidTransaction(f"children nest at most {MAX_DEPTH} deep")
         cur = load(state, cur["parent"])
-    cid = child_id(parent_id, name, slot, params)
+    cid = child_id(parent_id, name, slot, raw_params)
     if contract_key(cid) in state:
         return Result(events=(Event("duplicate_child", cid, f"already spawned in {slot}"),))
     assert ctx.author is not None
