@@ -1,0 +1,193 @@
+"""The SQLite store and the Ledger facade: batching, durability, queries, bad files, retention,
+equivocation."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger, Transaction
+from ledger.block import Block
+from ledger.checkpoint import MerkleTree
+from ledger.errors import BlockError, StorageError, TxError
+from ledger.local import sync_pair
+from mesh import events as ev
+from mesh.identity import Identity
+
+NOW = 1_750_000_000.0
+MakeLedger = Callable[..., Ledger]
+
+
+def left(t: float) -> Transaction:
+    return Transaction("mesh.manet_left", {"t": t})
+
+
+def test_batches_by_size_and_by_time(make_ledger: MakeLedger) -> None:
+    led = make_ledger("a", 1, max_block_txs=3, max_block_delay_s=2.0)
+    assert led.append(left(0), NOW) is None
+    assert led.append(left(1), NOW) is None
+    block = led.append(left(2), NOW)
+    assert block is not None and block.height == 0 and len(block.txs) == 3
+    led.append(left(3), NOW + 1)
+    assert led.get_timer() == NOW + 3
+    assert led.handle_timer(NOW + 2.9) is None
+    block = led.handle_timer(NOW + 3)
+    assert block is not None and block.height == 1 and led.get_timer() is None
+    assert led.height() == 1 and led.pending == 0
+
+
+def test_flushed_blocks_survive_reopen_and_verify(make_ledger: MakeLedger, tmp_path: Path) -> None:
+    led = make_ledger("a", 1)
+    for i in range(5):
+        led.record_event(ev.ManetLeft(float(i)), NOW + i)
+        led.flush(NOW + i)
+    led.record_event(ev.DataReceived(b"x" * 8, b"", 1, 9.0), NOW)  # not history: ignored
+    assert led.pending == 0
+    led.close()
+    again = Ledger.open(tmp_path / "a.sqlite", Identity.from_seed(b"\x01" * 32))
+    try:
+        assert again.height() == 4
+        report = again.verify(NOW + 10)
+        assert report.ok and report.blocks == 5
+        assert [r.tx.body["t"] for r in again.query(type="mesh.manet_left")] == [0, 1, 2, 3, 4]
+        assert len(again.query(since_ms=int((NOW + 3) * 1000))) == 2
+    finally:
+        again.close()
+
+
+def test_invalid_transaction_is_refused_and_nothing_lost(make_ledger: MakeLedger) -> None:
+    led = make_ledger("a", 1)
+    led.append(left(1), NOW)
+    with pytest.raises(TxError):
+        led.append(Transaction("mesh.manet_left", {"t": "soon"}), NOW)
+    assert led.pending == 1 and led.flush(NOW) is not None
+
+
+def test_foreign_and_corrupt_files_give_storage_error(tmp_path: Path) -> None:
+    me = Identity.from_seed(b"\x01" * 32)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database at all, and it must stay as it is")
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        Ledger.open(text, me)
+    assert text.read_text().startswith("not a database")
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE songs(title TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match="another program"):
+        Ledger.open(other, me)
+    good = tmp_path / "good.sqlite"
+    led = Ledger.open(good, me)
+    for i in range(200):
+        led.append(left(i), NOW)
+    led.flush(NOW)
+    led.close()
+    data = bytearray(good.read_bytes())
+    data[100:4096] = b"\xa5" * 3996  # trash the schema page
+    good.write_bytes(bytes(data))
+    with pytest.raises(StorageError):
+        Ledger.open(good, me)
+
+
+def test_damaged_block_bytes_are_found_by_verify(make_ledger: MakeLedger) -> None:
+    led = make_ledger("a", 1)
+    for i in range(3):
+        led.append(left(i), NOW)
+        led.flush(NOW)
+    raw = bytearray(led.store.block_raw(led.author, 1) or b"")
+    raw[-1] ^= 0x01  # one bit of the signature flips on disk
+    led.store.db.execute("UPDATE blocks SET raw=? WHERE height=1", (bytes(raw),))
+    report = led.verify(NOW)
+    assert not report.ok and report.problems[0][:2] == (led.author, 1)
+
+
+def test_query_order_is_the_replay_order(make_ledger: MakeLedger) -> None:
+    a, b = make_ledger("a", 1), make_ledger("b", 2)
+    a.append(left(1), NOW)
+    a.flush(NOW)
+    b.append(left(2), NOW)
+    b.append(left(3), NOW)
+    b.flush(NOW)
+    a.append(left(4), NOW + 1)
+    a.flush(NOW + 1)
+    assert sync_pair(a, b, NOW + 2).error is None
+    order_a = [(r.author, r.height, r.index) for r in a.query()]
+    order_b = [(r.author, r.height, r.index) for r in b.query()]
+    assert order_a == order_b and len(order_a) == 4
+    assert [r.time_ms for r in a.query()] == sorted(r.time_ms for r in a.query())
+
+
+def test_equivocation_is_kept_as_proof_and_flags_the_author(make_ledger: MakeLedger) -> None:
+    cheat = Identity.from_seed(b"\x09" * 32)
+    a = make_ledger("a", 1)
+    genesis = Block.create(cheat, 0, bytes(32), int(NOW * 1000), (left(0),))
+    one = Block.create(cheat, 1, genesis.hash, int(NOW * 1000), (left(1),))
+    other_one = Block.create(cheat, 1, genesis.hash, int(NOW * 1000), (left(99),))
+    a.receive_blocks([genesis.raw, one.raw], NOW)
+    result = a.receive_blocks([other_one.raw], NOW)
+    assert result.equivocations == 1
+    [proof] = a.store.equivocations()
+    assert {proof.raw_a, proof.raw_b} == {one.raw, other_one.raw}
+    assert cheat.public_key in a.store.flagged()
+    two = Block.create(cheat, 2, one.hash, int(NOW * 1000), (left(2),))
+    assert a.receive_blocks([two.raw], NOW).refused_flagged == 1
+    assert a.store.head(cheat.public_key).height == 1  # type: ignore[union-attr]
+    honest = Identity.from_seed(b"\x07" * 32)
+    a.receive_blocks([Block.create(honest, 0, bytes(32), int(NOW * 1000), ()).raw], NOW)
+    forged = Block.create(Identity.from_seed(b"\x08" * 32), 0, bytes(32), int(NOW * 1000), ())
+    raw = bytearray(forged.raw)
+    raw[4:36] = honest.public_key  # a "second block" that the honest author never signed
+    with pytest.raises(BlockError) as info:
+        a.receive_blocks([bytes(raw)], NOW)
+    assert info.value.reason == "signature"
+    assert honest.public_key not in a.store.flagged()
+
+
+def test_equivocation_found_during_sync(make_ledger: MakeLedger) -> None:
+    cheat = Identity.from_seed(b"\x09" * 32)
+    a, b = make_ledger("a", 1), make_ledger("b", 2)
+    genesis = Block.create(cheat, 0, bytes(32), int(NOW * 1000), (left(0),))
+    fork_a = Block.create(cheat, 1, genesis.hash, int(NOW * 1000), (left(1),))
+    fork_b = Block.create(cheat, 1, genesis.hash, int(NOW * 1000), (left(2),))
+    a.receive_blocks([genesis.raw, fork_a.raw], NOW)
+    b.receive_blocks([genesis.raw, fork_b.raw], NOW)
+    result = sync_pair(a, b, NOW)
+    assert result.error is None
+    assert cheat.public_key in a.store.flagged() and cheat.public_key in b.store.flagged()
+
+
+def test_retention_prunes_only_checkpointed_blocks_of_others(make_ledger: MakeLedger) -> None:
+    a, b = make_ledger("a", 1), make_ledger("b", 2)
+    for i in range(30):
+        b.append(left(i), NOW + i)
+        b.flush(NOW + i)
+        a.append(left(i), NOW + i)
+        a.flush(NOW + i)
+    assert sync_pair(a, b, NOW + 40).error is None
+    before = a.store.blocks_bytes()
+    assert a.prune() == 0  # under quota
+    # A checkpoint covers b's feed up to height 19 only.
+    b_head = b.store.head(b.author)
+    assert b_head is not None
+    covered = [h for h in a.heads() if h.author == b.author]
+    h19 = b.block(b.author, 19)
+    assert h19 is not None
+    covered = [type(covered[0])(b.author, 19, h19.hash, h19.timestamp_ms)]
+    tree = MerkleTree(covered)
+    a.store.put_checkpoint(b"\x00" * 32, 1, int(NOW * 1000), tree.root, b"cp", covered)
+    a.config = type(a.config)(quota_bytes=1)
+    deleted = a.prune()
+    assert deleted == 19  # heights 0..18 of b; 19 stays as the base; 20..29 are unsynced
+    assert a.store.blocks_bytes() < before
+    assert a.height() == 29 and len(list(a.store.iter_blocks(a.author))) == 30
+    assert a.store.base_height(b.author) == 19
+    assert a.verify(NOW + 50).ok
+    # A pruned feed still syncs forward from its base.
+    b.append(left(99), NOW + 60)
+    b.flush(NOW + 60)
+    assert sync_pair(b, a, NOW + 61).error is None
+    assert a.store.head(b.author).height == 30  # type: ignore[union-attr]
