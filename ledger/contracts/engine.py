@@ -1,8 +1,10 @@
 """The replay engine: canonical order in, state, state hash and history out.
 
 `Engine.replay` sorts the transactions (see tx.py for the order and why), then applies them
-one by one. Before each transaction it fires the timers that are due by that transaction's
-block time, in (time, scheduling order) order. A call that raises a `ContractError` changes
+one by one. Before each transaction it fires the timers due strictly before that
+transaction's block time, in (time, scheduling order) order: a timer set for time T runs after
+every transaction stamped T or earlier, so a transfer and its fee signed in one block at T are
+both seen by a settlement at T. A call that raises a `ContractError` changes
 nothing but is recorded, in the history and in the state (``x/<tx id>``), so that the state
 hash also proves that every node refused the same transactions for the same reason.
 
@@ -123,7 +125,7 @@ class Engine:
                 final_hash, final_state = run.seal_final(cp_time)
                 final_count = len(run.history)
             latest = max(latest, tx.time_ms)
-            run.fire_timers(tx.time_ms, final=in_final and epoch != NOT_FINAL)
+            run.fire_timers(tx.time_ms - 1, final=in_final and epoch != NOT_FINAL)
             run.apply(tx, final=epoch != NOT_FINAL)
         if in_final:
             final_hash, final_state = run.seal_final(cp_time)
