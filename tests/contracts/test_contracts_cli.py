@@ -1,0 +1,88 @@
+"""`manet-agent contracts ...` through the argparse hook the agent wires in."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+from ledger.contracts import payloads as P
+from ledger.contracts.cli import register
+from mesh.identity import Identity
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="manet-agent")
+    register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def run(*argv: str) -> int:
+    args = parser().parse_args(list(argv))
+    result: int = args.func(args)
+    return result
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> dict[str, str]:
+    keys = {}
+    for name in ("owner", "auditor"):
+        ident = Identity.from_seed(name.encode().ljust(32, b"\0"))
+        ident.save(tmp_path / f"{name}.key")
+        keys[name] = ident.hex_id
+    db = tmp_path / "ledger.sqlite"
+    Ledger.open(db, Identity.load(tmp_path / "owner.key")).close()
+    return {"db": str(db), "owner": str(tmp_path / "owner.key"),
+            "auditor": str(tmp_path / "auditor.key"), "auditor_id": keys["auditor"]}
+
+
+def test_auditor_workflow_and_views(setup: dict[str, str],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    owner = ("--ledger", setup["db"], "--key", setup["owner"])
+    auditor = ("--ledger", setup["db"], "--key", setup["auditor"])
+    body = P.create("agreement", {"title": "pilot"}, {"auditor": [setup["auditor_id"]]})
+    assert run("contracts", "submit", *owner, "--body", json.dumps(body)) == 0
+    capsys.readouterr()
+    assert run("contracts", "pending", *auditor, "--json") == 0
+    pending = json.loads(capsys.readouterr().out)
+    assert [p["template"] for p in pending] == ["agreement"]
+    cid = pending[0]["id"]
+    assert run("contracts", "pending", *owner) == 0
+    assert capsys.readouterr().out.strip() == "no pending contracts"
+    # the owner is no auditor: refused before anything is written
+    assert run("contracts", "approve", cid, "--reason", "mine", *owner) == 1
+    assert "not a provisional contract" in capsys.readouterr().err
+    assert run("contracts", "approve", cid, "--reason", "tariff checked", *auditor) == 0
+    capsys.readouterr()
+    assert run("contracts", "show", *owner, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(c["id"], c["status"]) for c in shown["contracts"]] == [(cid, "definitive")]
+    assert shown["transactions"] == 2 and shown["failed"] == 0
+    assert run("contracts", "history", *owner, "--json", "--contract", cid) == 0
+    history = json.loads(capsys.readouterr().out)
+    assert [h["method"] for h in history] == ["agreement", "approve"]
+    assert run("contracts", "replay", *owner, "--json") == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert replayed["state_hash"] == shown["state_hash"] and replayed["transactions"] == 2
+    assert run("contracts", "reject", cid, "--reason", "late", *auditor) == 1
+
+
+def test_bad_input_is_a_clear_error(setup: dict[str, str], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    owner = ("--ledger", setup["db"], "--key", setup["owner"])
+    assert run("contracts", "submit", *owner, "--body", "{not json") == 1
+    assert "--body is not JSON" in capsys.readouterr().err
+    assert run("contracts", "submit", *owner, "--body", '{"v": 1, "op": "x", "bogus": 1}') == 1
+    assert "refused by the ledger" in capsys.readouterr().err
+    assert run("contracts", "show", "--ledger", str(tmp_path / "none.sqlite"),
+               "--key", setup["owner"]) == 1
+    assert "no ledger" in capsys.readouterr().err
+    assert run("contracts", "show", "--ledger", setup["db"], "--config",
+               str(tmp_path / "missing.toml")) == 1
+    # a call the contract refuses is written (the ledger is append-only) and reported
+    call = P.call("000000000000000000000000", "approve", reason="x")
+    assert run("contracts", "submit", *owner, "--body", json.dumps(call)) == 1
+    assert "unknown_contract" in capsys.readouterr().out
