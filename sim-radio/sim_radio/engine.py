@@ -96,6 +96,9 @@ class Channel:
         self.tries = [0] * n
         self.tx_end = [0.0] * n
         self.rx: list[list[tuple[_Air, int]]] = [[] for _ in range(n)]
+        self.rx_until = [0.0] * n
+        cs = iface.radio.reach_m * sim.scenario.carrier_sense_factor
+        self.cs2 = cs * cs
         self.active: list[_Air] = []
 
     def enqueue(self, i: int, tx: Transmit) -> None:
@@ -119,7 +122,7 @@ class Channel:
             x, y = self.sim.position(i, now)
             heard_by = now - SLOT_S
             busy_until = 0.0
-            reach2 = self.reach2
+            cs2 = self.cs2
             alive = []
             for air in self.active:
                 if air.end <= now:
@@ -127,7 +130,7 @@ class Channel:
                 alive.append(air)
                 if air.start <= heard_by and air.end > busy_until:
                     dx, dy = air.x - x, air.y - y
-                    if dx * dx + dy * dy <= reach2:
+                    if dx * dx + dy * dy <= cs2:
                         busy_until = air.end
             self.active = alive
             if busy_until > now:
@@ -142,7 +145,6 @@ class Channel:
         x, y = sim.position(i, now)
         end = now + airtime_s(len(tx.data), self.profile.bitrate_bps)
         air = _Air(i, tx, now, end, x, y)
-        reach2 = self.reach2
         position = sim.position
         contention = self.contention
         link_loss = sim.link_loss
@@ -150,42 +152,41 @@ class Channel:
         rng = sim.radio_rng
         exact = self.unit_disk and not link_loss
         rx = self.rx
+        rx_until = self.rx_until
         tx_end = self.tx_end
-        if contention:
+        metrics_mac = sim.metrics.mac
+        if contention and rx_until[i] > now:
+            # Half duplex: starting to send ruins what i was receiving.
             for other, k in rx[i]:
                 if other.end > now:
                     other.ok[k] = False
-            rx[i] = []
         receivers = air.receivers
         oks = air.ok
-        for j in self.grid.near(i, now):
-            if j == i:
-                continue
-            jx, jy = position(j, now)
-            dx, dy = jx - x, jy - y
-            d2 = dx * dx + dy * dy
-            if d2 > reach2:
-                continue
+        for j in self.grid.in_reach(i, now, x, y):
             if exact:
                 ok = True
             else:
-                ok = radio.received(d2 ** 0.5, rng)
+                jx, jy = position(j, now)
+                ok = radio.received(((jx - x) ** 2 + (jy - y) ** 2) ** 0.5, rng)
                 if ok and link_loss:
                     loss = link_loss.get((i, j), 0.0)
                     ok = loss <= 0.0 or rng.random() >= loss
             if contention:
                 if tx_end[j] > now:
                     ok = False
-                pending = rx[j]
-                if pending:
-                    live = [(a, k) for (a, k) in pending if a.end > now]
-                    if live:
-                        sim.metrics.mac["rx_collisions"] += 1
-                        for a, k in live:
+                if rx_until[j] > now:
+                    # Overlapping frames at j: both are lost (no capture effect).
+                    metrics_mac["rx_collisions"] += 1
+                    for a, k in rx[j]:
+                        if a.end > now:
                             a.ok[k] = False
-                        ok = False
-                    pending[:] = live
-                pending.append((air, len(oks)))
+                    ok = False
+                    rx[j].append((air, len(oks)))
+                    if end > rx_until[j]:
+                        rx_until[j] = end
+                else:
+                    rx[j] = [(air, len(oks))]
+                    rx_until[j] = end
             receivers.append(j)
             oks.append(ok)
         tx_end[i] = end

@@ -151,6 +151,7 @@ class Scenario:
     height_m: float
     interfaces: list[Interface]
     contention: bool
+    carrier_sense_factor: float
     mac_retries: int
     link_loss: dict[tuple[int, int], float]
     mobility_model: str
@@ -304,7 +305,7 @@ def _from_dict(data: dict[str, Any], path: Path) -> Scenario:
     duration = run.num("duration_s", positive=True)
     seed = run.integer("seed", 1, low=0)
     sample = run.num("sample_interval_s", 1.0, positive=True)
-    refresh = run.num("grid_refresh_s", 1.0, positive=True)
+    refresh = run.num("grid_refresh_s", 0.25, positive=True)
     run.done()
 
     area = top.sub("area")
@@ -377,6 +378,7 @@ def _from_dict(data: dict[str, Any], path: Path) -> Scenario:
     radio = top.sub("radio")
     interfaces = _interfaces(radio, kinds, nodes_t.key("interfaces"))
     contention = radio.flag("contention", True)
+    cs_factor = radio.num("carrier_sense_factor", 2.2, low=1.0)
     retries = radio.integer("mac_retries", 3, low=0)
     link_loss: dict[tuple[int, int], float] = {}
     for lt in radio.tables("links"):
@@ -514,7 +516,8 @@ def _from_dict(data: dict[str, Any], path: Path) -> Scenario:
 
     return Scenario(path=path, name=name, description=description, seed=seed,
                     duration_s=duration, nodes=count, width_m=width, height_m=height,
-                    interfaces=interfaces, contention=contention, mac_retries=retries,
+                    interfaces=interfaces, contention=contention,
+                    carrier_sense_factor=cs_factor, mac_retries=retries,
                     link_loss=link_loss, mobility_model=model, mobility=mparams, moves=moves,
                     coverage=coverage, traffic_model=tmodel, traffic=tparams, mesh=mesh,
                     sample_interval_s=sample, grid_refresh_s=refresh,
