@@ -1,0 +1,331 @@
+"""The fast planner for devices: greedy trips, chosen lazily.
+
+A trip takes a vehicle from where it is free to a surplus site A (optionally: none), charges
+there in the cheapest slots with surplus left, drives to a deficit site B and discharges in
+the dearest slots with deficit left, keeping what it needs to get to its end site. The value
+of a trip is the grid cost it saves, minus trip costs, plus the value of the energy it adds
+to the battery (the exact model's objective, term for term). Each vehicle's best trip sits in
+a max-heap; the top one is re-valued against what others have taken since (values only fall
+as surpluses and deficits are used), and accepted when it still beats the next. Only the most
+promising sites are tried as A and B, which bounds the work per vehicle.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from dataclasses import dataclass, field, replace
+
+from agent.modules.interchange.detect import caps
+from agent.modules.interchange.model import Scenario, Vehicle
+from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idle_plan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeuristicOptions:
+    charge_sites: int = 4  # surplus sites tried as A per trip
+    discharge_sites: int = 5  # deficit sites tried as B
+    split_choices: int = 6  # departure times from A tried
+    max_trips: int = 200
+
+
+@dataclass(slots=True)
+class _State:
+    site: str
+    free: int
+    energy: float
+    stops: list[Stop] = field(default_factory=list)
+    arrive: int = 0
+    charge: dict[int, int] = field(default_factory=dict)
+    discharge: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Trip:
+    value: float
+    a: str | None
+    b: str
+    leave_a: int
+    charge: dict[int, int]
+    discharge: dict[int, int]
+    leave_loc: int
+    pre: dict[int, int] = field(default_factory=dict)  # given where it is, before leaving
+
+
+class _Planner:
+    def __init__(self, sc: Scenario, opts: HeuristicOptions) -> None:
+        self.sc = sc
+        self.opts = opts
+        surplus, deficit = caps(sc)
+        self.surplus = [list(r) for r in surplus]
+        self.deficit = [list(r) for r in deficit]
+        self.dt = sc.slot_h
+        self.sv = sc.stored_value / 1000.0
+
+    def next_departure(self, t: int) -> int:
+        k = self.sc.departure_every
+        return -(-t // k) * k
+
+    def latest_departure(self, site: str, v: Vehicle) -> int:
+        """Last slot at which the vehicle can leave `site` and still reach its end in time."""
+        if site == v.end_site:
+            return v.available_until
+        t = v.available_until - self.sc.tau(site, v.end_site)
+        return t - t % self.sc.departure_every
+
+    def best_trip(self, v: Vehicle, st: _State) -> _Trip | None:
+        sc = self.sc
+        t0 = st.free
+        if t0 >= v.available_until:
+            return None
+        # Rank candidate sites by what is left for them from t0 on.
+        b_scores = []
+        for i, s in enumerate(sc.sites):
+            left = sum(d * s.import_price[t] for t, d in enumerate(self.deficit[i]) if t >= t0)
+            if left > 0:
+                b_scores.append((-left, s.id))
+        a_scores = []
+        for i, s in enumerate(sc.sites):
+            left = sum(self.surplus[i][t0:])
+            if left > 0:
+                a_scores.append((-left, s.id))
+        bs = [sid for _, sid in sorted(b_scores)[: self.opts.discharge_sites]]
+        as_: list[str | None] = [None] + [sid for _, sid in
+                                          sorted(a_scores)[: self.opts.charge_sites]]
+        best: _Trip | None = None
+        for a in as_:
+            for b in bs:
+                for trip in self.trips(v, st, a, b):
+                    if best is None or trip.value > best.value:
+                        best = trip
+        return best
+
+    def trips(self, v: Vehicle, st: _State, a: str | None, b: str) -> list[_Trip]:
+        sc = self.sc
+        loc = st.site
+        first = a if a is not None else b
+        leaves = [st.free if first == loc else self.next_departure(st.free)]
+        if a is not None and first != loc:
+            # Also: give some of its own energy where it is, then go and refill at A.
+            li = sc.site_index[loc]
+            row = self.deficit[li]
+            last = self.latest_departure(loc, v)
+            ends = [self.next_departure(t + 1) for t in range(st.free, last)
+                    if row[t] > 0 and (t + 1 >= last or row[t + 1] == 0)]
+            leaves += [t for t in dict.fromkeys(ends) if t > leaves[0]][:2]
+        out = []
+        for leave_loc in leaves:
+            pre: dict[int, int] = {}
+            energy = st.energy
+            if leave_loc > leaves[0]:
+                pre, energy = self.pre_discharge(v, st, leave_loc,
+                                                 v.min_wh + sc.travel_wh(v, loc, first))
+                if not pre:
+                    continue
+            out += self.trips_from(v, st, a, b, leave_loc, energy, pre)
+        return out
+
+    def pre_discharge(self, v: Vehicle, st: _State, until: int, keep: float
+                      ) -> tuple[dict[int, int], float]:
+        li = self.sc.site_index[st.site]
+        price = self.sc.sites[li].import_price
+        budget = (st.energy - keep) * v.efficiency
+        given: dict[int, int] = {}
+        for t in sorted(range(st.free, until), key=lambda t: (-price[t], t)):
+            if budget <= 0:
+                break
+            give = int(min(v.discharge_w * self.dt, self.deficit[li][t], budget))
+            if give > 0:
+                given[t] = give
+                budget -= give
+        return given, st.energy - sum(given.values()) / v.efficiency
+
+    def trips_from(self, v: Vehicle, st: _State, a: str | None, b: str, leave_loc: int,
+                   energy: float, pre: dict[int, int]) -> list[_Trip]:
+        sc = self.sc
+        loc = st.site
+        first = a if a is not None else b
+        arrive_first = leave_loc + sc.tau(loc, first)
+        if arrive_first >= v.available_until:
+            return []
+        e = energy - sc.travel_wh(v, loc, first)
+        if e < v.min_wh:
+            return []
+        splits: list[int] = []
+        if a is None:
+            splits = [arrive_first]
+        else:
+            ai = sc.site_index[a]
+            row = self.surplus[ai]
+            ends = [t + 1 for t in range(arrive_first, v.available_until)
+                    if row[t] > 0 and (t + 1 >= v.available_until or row[t + 1] == 0)]
+            every = sc.departure_every
+            inside = [t for t in range(arrive_first + 1, v.available_until)
+                      if (a == b or t % every == 0) and row[t - 1] > 0]
+            for t_end in sorted(set(ends) | set(inside)):
+                leave = t_end if a == b else self.next_departure(t_end)
+                if leave + sc.tau(a, b) < v.available_until and leave not in splits:
+                    splits.append(leave)
+            if len(splits) > self.opts.split_choices:
+                k = self.opts.split_choices
+                splits = [splits[round(j * (len(splits) - 1) / (k - 1))] for j in range(k)]
+        out = []
+        for leave_a in splits:
+            trip = self.evaluate(v, st, a, b, leave_loc, arrive_first, leave_a, e)
+            if trip is not None:
+                if pre:
+                    li = sc.site_index[loc]
+                    gain = sum(wh * sc.sites[li].import_price[t] / 1000.0
+                               for t, wh in pre.items())
+                    lost = self.sv * sum(pre.values()) / v.efficiency
+                    trip = replace(trip, value=trip.value + gain - lost, pre=pre)
+                out.append(trip)
+        return out
+
+    def evaluate(self, v: Vehicle, st: _State, a: str | None, b: str, leave_loc: int,
+                 arrive_first: int, leave_a: int, e: float) -> _Trip | None:
+        sc = self.sc
+        bi = sc.site_index[b]
+        site_b = sc.sites[bi]
+        arrive_b = arrive_first if a is None else leave_a + sc.tau(a, b)
+        last_b = self.latest_departure(b, v)
+        reserve = max(v.min_wh, v.final_wh + sc.travel_wh(v, b, v.end_site))
+        p_dis = v.discharge_w * self.dt
+        gain = site_b.import_price
+        slots_b = [t for t in range(arrive_b, last_b)
+                   if self.deficit[bi][t] > 0 and gain[t] / 1000.0 > self.sv / v.efficiency]
+        slots_b.sort(key=lambda t: (-gain[t], t))
+        potential = sum(min(p_dis, self.deficit[bi][t]) for t in slots_b)
+        charge: dict[int, int] = {}
+        value = 0.0
+        travel = sc.travel_wh(v, st.site, a if a is not None else b)
+        if a is not None:
+            travel += sc.travel_wh(v, a, b)
+            ai = sc.site_index[a]
+            site_a = sc.sites[ai]
+            want = (potential / v.efficiency - max(e - sc.travel_wh(v, a, b) - reserve, 0.0)) \
+                / v.efficiency
+            room = (v.capacity_wh - e) / v.efficiency
+            want = min(want, room)
+            p_ch = v.charge_w * self.dt
+            slots_a = sorted((t for t in range(arrive_first, leave_a) if self.surplus[ai][t] > 0),
+                             key=lambda t: (site_a.export_price[t], t))
+            for t in slots_a:
+                if want <= 0:
+                    break
+                take = int(min(p_ch, self.surplus[ai][t], want))
+                if take <= 0:
+                    continue
+                charge[t] = take
+                want -= take
+                value -= take * site_a.export_price[t] / 1000.0
+                e += take * v.efficiency
+            e -= sc.travel_wh(v, a, b)
+            if e < v.min_wh or not charge:
+                return None
+        budget = (e - reserve) * v.efficiency  # site-side Wh that can be given
+        discharge: dict[int, int] = {}
+        for t in slots_b:
+            if budget <= 0:
+                break
+            give = int(min(p_dis, self.deficit[bi][t], budget))
+            if give <= 0:
+                continue
+            discharge[t] = give
+            budget -= give
+            value += give * gain[t] / 1000.0
+        if not discharge:
+            return None
+        travel += sc.travel_wh(v, b, v.end_site) - sc.travel_wh(v, st.site, v.end_site)
+        legs = [st.site] + ([a] if a is not None else []) + [b, v.end_site]
+        moves = sum(1 for x, y in itertools.pairwise(legs) if x != y)
+        moves -= 1 if st.site != v.end_site else 0
+        stored = (sum(charge.values()) * v.efficiency
+                  - sum(discharge.values()) / v.efficiency - travel)
+        value += self.sv * stored - moves * sc.move_cost_milli
+        if value <= 0:
+            return None
+        return _Trip(value, a, b, leave_a, charge, discharge, leave_loc)
+
+    def apply(self, v: Vehicle, st: _State, trip: _Trip) -> None:
+        sc = self.sc
+        for t, wh in trip.charge.items():
+            self.surplus[sc.site_index[trip.a or ""]][t] -= wh
+        for t, wh in trip.discharge.items():
+            self.deficit[sc.site_index[trip.b]][t] -= wh
+        for t, wh in trip.pre.items():
+            self.deficit[sc.site_index[st.site]][t] -= wh
+        st.discharge.update(trip.pre)
+        st.energy -= sum(trip.pre.values()) / v.efficiency
+        path = ([trip.a] if trip.a is not None else []) + [trip.b]
+        leave = trip.leave_loc
+        for k, site in enumerate(path):
+            if site != st.site:
+                st.stops.append(Stop(st.site, st.arrive, leave, st.charge, st.discharge))
+                st.energy -= sc.travel_wh(v, st.site, site)
+                st.arrive = leave + sc.tau(st.site, site)
+                st.site, st.charge, st.discharge = site, {}, {}
+            if k == 0 and trip.a is not None:
+                st.charge.update(trip.charge)
+                st.energy += sum(trip.charge.values()) * v.efficiency
+                leave = trip.leave_a
+        st.discharge.update(trip.discharge)
+        st.energy -= sum(trip.discharge.values()) / v.efficiency
+        used = max(trip.discharge)
+        st.free = used + 1
+
+    def finish(self, v: Vehicle, st: _State) -> VehiclePlan:
+        if not st.stops and not st.charge and not st.discharge:
+            return idle_plan(self.sc, v)
+        if st.site != v.end_site:
+            leave = self.latest_departure(st.site, v)
+            st.stops.append(Stop(st.site, st.arrive, leave, st.charge, st.discharge))
+            st.stops.append(Stop(v.end_site, leave + self.sc.tau(st.site, v.end_site),
+                                 v.available_until))
+        else:
+            st.stops.append(Stop(st.site, st.arrive, v.available_until, st.charge,
+                                 st.discharge))
+        return VehiclePlan(v.id, tuple(st.stops))
+
+
+def solve_heuristic(scenario: Scenario, options: HeuristicOptions | None = None,
+                    *, exclude: frozenset[str] = frozenset()) -> Plan:
+    """A feasible plan in a fraction of a second; vehicles in `exclude` stay idle."""
+    opts = options or HeuristicOptions()
+    started = time.perf_counter()
+    pl = _Planner(scenario, opts)
+    states = {v.id: _State(v.start_site, v.available_from, float(v.energy_wh),
+                           arrive=v.available_from) for v in scenario.vehicles}
+    vmap = {v.id: v for v in scenario.vehicles}
+    heap: list[tuple[float, int, str]] = []
+    seq = 0
+    for v in scenario.vehicles:
+        if v.id in exclude:
+            continue
+        trip = pl.best_trip(v, states[v.id])
+        if trip is not None:
+            heapq.heappush(heap, (-trip.value, seq, v.id))
+            seq += 1
+    trips = 0
+    while heap and trips < opts.max_trips:
+        _, _, vid = heapq.heappop(heap)
+        v, st = vmap[vid], states[vid]
+        trip = pl.best_trip(v, st)  # re-valued against what others took since
+        if trip is None:
+            continue
+        if heap and trip.value < -heap[0][0]:
+            heapq.heappush(heap, (-trip.value, seq, vid))
+            seq += 1
+            continue
+        pl.apply(v, st, trip)
+        trips += 1
+        nxt = pl.best_trip(v, st)
+        if nxt is not None:
+            heapq.heappush(heap, (-nxt.value, seq, vid))
+            seq += 1
+    vehicles = tuple(pl.finish(v, states[v.id]) for v in scenario.vehicles)
+    return Plan(scenario.name, "heuristic", vehicles, figures(scenario, vehicles),
+                time.perf_counter() - started, "heuristic")
+
+
