@@ -20,9 +20,12 @@ from dataclasses import dataclass
 
 from ledger.validate import FeedHead
 
-BRANCHES = 16
+BRANCHES = 8
 IDLIST_MAX = 16
 ITEM_HASH_LEN = 8
+PREFIX_LEN = 8
+"""Item lists and wants name a feed by this many leading bytes of its author key."""
+FP_LEN = 8
 _MOD = 1 << 128
 
 
@@ -41,7 +44,7 @@ def item_value(author: bytes, height: int, hash8: bytes) -> int:
 
 
 def fingerprint(total: int, count: int) -> bytes:
-    return hashlib.sha256(total.to_bytes(16, "big") + count.to_bytes(8, "big")).digest()[:16]
+    return hashlib.sha256(total.to_bytes(16, "big") + count.to_bytes(8, "big")).digest()[:FP_LEN]
 
 
 def separator(before: bytes, key: bytes) -> bytes:
@@ -72,6 +75,15 @@ class ReconIndex:
         i = bisect_left(self.keys, lo)
         j = len(self.keys) if hi is None else bisect_left(self.keys, hi)
         return i, max(i, j)
+
+    def authors_with_prefix(self, prefix: bytes) -> list[bytes]:
+        """Our authors whose key starts with `prefix` (one, unless someone ground a collision)."""
+        out: list[bytes] = []
+        k = bisect_left(self.keys, prefix)
+        while k < len(self.keys) and self.keys[k].startswith(prefix) and len(out) < 16:
+            out.append(self.keys[k])
+            k += 1
+        return out
 
     def fingerprint(self, i: int, j: int) -> bytes:
         return fingerprint((self._sums[j] - self._sums[i]) % _MOD, j - i)

@@ -11,9 +11,10 @@ interrupted sync resumable: every block is validated and stored as its message a
 new session after a cut reconciles from the new heads and asks only for what is still missing.
 
 Message (deterministic CBOR map): {0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error}
-- ranges: [lo, hi|None, mode, payload]; mode 1 = fingerprint [fp, count], mode 2 = item list
-  [[author, height, hash8], ...] (see `ledger.reconcile`);
-- wants: [[author, from_height], ...]: send me this feed from that height on;
+- ranges: groups [lo, mode, payload]; mode 1 (fingerprints): payload [[hi, fp, count], ...],
+  consecutive sub-ranges from lo; mode 2 (item list): payload [hi, [[prefix, height, hash8]]]
+  where prefix is the first 8 bytes of the author key (see `ledger.reconcile`); hi None = end;
+- wants: [[author prefix, from_height], ...]: send me the feed(s) with that prefix from there;
 - blocks: encoded blocks, each feed in height order;
 - done: the sender has nothing more to ask or send; the session ends when both said done.
 A side that receives an item list knows both sides of that range: it asks for what it lacks
@@ -35,7 +36,14 @@ from ledger import codec
 from ledger.block import MAX_BLOCK_BYTES
 from ledger.errors import BlockError, CodecError, SyncError
 from ledger.ingest import BlockStore, ingest
-from ledger.reconcile import BRANCHES, IDLIST_MAX, ITEM_HASH_LEN, Item, ReconIndex
+from ledger.reconcile import (
+    BRANCHES,
+    IDLIST_MAX,
+    ITEM_HASH_LEN,
+    PREFIX_LEN,
+    Item,
+    ReconIndex,
+)
 from ledger.tx import TxRegistry
 from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier
 from mesh.identity import verify as ed25519_verify
@@ -98,10 +106,9 @@ class SyncStats:
 
 @dataclass(slots=True)
 class _Plan:
-    """What we still owe the peer (pushes) and what we asked for (wants)."""
+    """What we still owe the peer: feed -> next height to send."""
 
     pushes: dict[bytes, int] = field(default_factory=dict)
-    wants: dict[bytes, int] = field(default_factory=dict)
 
 
 class SyncSession:
@@ -239,9 +246,6 @@ class SyncSession:
         for block in result.stored:
             if block.height == 0:
                 self._new_feeds += 1
-            want = self._plan.wants.get(block.author)
-            if want is not None and block.height >= want:
-                self._plan.wants[block.author] = block.height + 1
         if self.on_blocks is not None and result.stored:
             self.on_blocks(len(result.stored))
         if self._new_feeds > self.config.max_new_feeds:
@@ -250,9 +254,11 @@ class SyncSession:
     def _take_wants(self, wants: list[Any]) -> None:
         for want in wants:
             if (type(want) is not list or len(want) != 2 or type(want[0]) is not bytes
+                    or not PREFIX_LEN <= len(want[0]) <= 32
                     or type(want[1]) is not int or want[1] < 0):
-                raise SyncError("malformed", "a want is [author, from_height]")
-            self._push(want[0], want[1])
+                raise SyncError("malformed", "a want is [author prefix, from_height]")
+            for author in self.index.authors_with_prefix(want[0]):
+                self._push(author, want[1])
 
     def _push(self, author: bytes, from_height: int) -> None:
         if from_height < self.store.base_height(author):
@@ -260,78 +266,91 @@ class SyncSession:
         known = self._plan.pushes.get(author)
         self._plan.pushes[author] = from_height if known is None else min(known, from_height)
 
-    def _want(self, author: bytes, from_height: int) -> None:
-        known = self._plan.wants.get(author)
-        self._plan.wants[author] = from_height if known is None else min(known, from_height)
-        self._wants_new.append([author, from_height])
+    def _want(self, prefix: bytes, from_height: int) -> None:
+        self._wants_new.append([prefix, from_height])
 
-    def _take_ranges(self, ranges: list[Any]) -> None:
+    def _take_ranges(self, groups: list[Any]) -> None:
+        ranges_seen = 0
         items_seen = 0
-        previous_hi: bytes | None = b""
-        for rng in ranges:
-            if type(rng) is not list or len(rng) != 4:
-                raise SyncError("malformed", "a range is [lo, hi, mode, payload]")
-            lo, hi, mode, payload = rng
-            if type(lo) is not bytes or (hi is not None and type(hi) is not bytes):
-                raise SyncError("malformed", "range bounds must be bytes")
-            if previous_hi is None or lo < previous_hi or (hi is not None and hi <= lo):
-                raise SyncError("malformed", "ranges must be ordered and disjoint")
-            previous_hi = hi
-            i, j = self.index.span(lo, hi)
+        floor: bytes | None = b""
+        for group in groups:
+            if type(group) is not list or len(group) != 3 or type(group[0]) is not bytes:
+                raise SyncError("malformed", "a range group is [lo, mode, payload]")
+            lo, mode, payload = group
+            if floor is None or lo < floor:
+                raise SyncError("malformed", "range groups must be ordered and disjoint")
             if mode == M_FP:
-                if (type(payload) is not list or len(payload) != 2
-                        or type(payload[0]) is not bytes or type(payload[1]) is not int):
-                    raise SyncError("malformed", "fingerprint payload is [fp, count]")
-                if self.index.fingerprint(i, j) == payload[0]:
-                    continue
-                if payload[1] == 0:
-                    for it in self.index.items[i:j]:
-                        self._push(it.author, 0)
-                    continue
-                self._out_ranges += self._describe(lo, hi, i, j)
+                if type(payload) is not list or not payload:
+                    raise SyncError("malformed", "fingerprint payload is [[hi, fp, count], ...]")
+                ranges_seen += len(payload)
+                if ranges_seen > self.config.max_ranges:
+                    raise SyncError("bounds", "too many ranges in one message")
+                for sub in payload:
+                    if (type(sub) is not list or len(sub) != 3
+                            or (sub[0] is not None and type(sub[0]) is not bytes)
+                            or type(sub[1]) is not bytes or type(sub[2]) is not int):
+                        raise SyncError("malformed", "a range is [hi, fp, count]")
+                    hi = sub[0]
+                    if floor is None or (hi is not None and hi <= lo):
+                        raise SyncError("malformed", "ranges must be ordered and disjoint")
+                    i, j = self.index.span(lo, hi)
+                    if self.index.fingerprint(i, j) != sub[1]:
+                        if sub[2] == 0:
+                            for it in self.index.items[i:j]:
+                                self._push(it.author, 0)
+                        else:
+                            self._out_ranges += self._describe(lo, hi, i, j)
+                    lo = hi if hi is not None else lo
+                    floor = hi
             elif mode == M_IDS:
-                if type(payload) is not list:
-                    raise SyncError("malformed", "item list payload must be a list")
-                items_seen += len(payload)
-                if items_seen > self.config.max_items:
+                if (type(payload) is not list or len(payload) != 2
+                        or (payload[0] is not None and type(payload[0]) is not bytes)
+                        or type(payload[1]) is not list):
+                    raise SyncError("malformed", "item list payload is [hi, items]")
+                hi = payload[0]
+                if hi is not None and hi <= lo:
+                    raise SyncError("malformed", "ranges must be ordered and disjoint")
+                ranges_seen += 1
+                items_seen += len(payload[1])
+                if items_seen > self.config.max_items or ranges_seen > self.config.max_ranges:
                     raise SyncError("bounds", "too many items in one message")
-                self._compare(payload, lo, hi, i, j)
+                i, j = self.index.span(lo, hi)
+                self._compare(payload[1], i, j)
+                floor = hi
             else:
                 raise SyncError("malformed", f"unknown range mode {mode!r}")
 
-    def _compare(self, payload: list[Any], lo: bytes, hi: bytes | None, i: int, j: int) -> None:
+    def _compare(self, payload: list[Any], i: int, j: int) -> None:
         theirs: dict[bytes, tuple[int, bytes]] = {}
         for entry in payload:
             if (type(entry) is not list or len(entry) != 3 or type(entry[0]) is not bytes
-                    or len(entry[0]) != 32 or type(entry[1]) is not int or entry[1] < 0
+                    or len(entry[0]) != PREFIX_LEN or type(entry[1]) is not int or entry[1] < 0
                     or type(entry[2]) is not bytes or len(entry[2]) != ITEM_HASH_LEN):
-                raise SyncError("malformed", "an item is [author, height, hash8]")
-            if entry[0] < lo or (hi is not None and entry[0] >= hi):
-                raise SyncError("malformed", "item outside its range")
+                raise SyncError("malformed", "an item is [author prefix, height, hash8]")
             theirs[entry[0]] = (entry[1], entry[2])
-        mine = {it.author: it for it in self.index.items[i:j]}
-        for author, (height, hash8) in theirs.items():
-            own: Item | None = mine.get(author)
+        mine = {it.author[:PREFIX_LEN]: it for it in self.index.items[i:j]}
+        for prefix, (height, hash8) in theirs.items():
+            own: Item | None = mine.get(prefix)
             if own is None:
-                self._want(author, 0)
+                self._want(prefix, 0)
             elif own.height < height:
-                self._want(author, own.height + 1)
+                self._want(prefix, own.height + 1)
             elif own.height > height:
-                self._push(author, height + 1)
+                self._push(own.author, height + 1)
             elif own.hash != hash8:
-                self._want(author, height)  # same height, other block: an equivocation
-                self._push(author, height)
-        for author in mine:
-            if author not in theirs:
-                self._push(author, 0)
+                self._want(prefix, height)  # same height, other block: an equivocation
+                self._push(own.author, height)
+        for prefix, own in mine.items():
+            if prefix not in theirs:
+                self._push(own.author, 0)
 
     def _describe(self, lo: bytes, hi: bytes | None, i: int, j: int) -> list[list[Any]]:
         """Our view of [lo, hi): the item list when small, else fingerprints of sub-ranges."""
         if j - i <= IDLIST_MAX:
-            return [[lo, hi, M_IDS, [[it.author, it.height, it.hash]
-                                     for it in self.index.items[i:j]]]]
-        return [[a, b, M_FP, [self.index.fingerprint(x, y), y - x]]
-                for a, b, x, y in self.index.split(lo, hi, i, j, BRANCHES)]
+            return [[lo, M_IDS, [hi, [[it.author[:PREFIX_LEN], it.height, it.hash]
+                                      for it in self.index.items[i:j]]]]]
+        return [[lo, M_FP, [[b, self.index.fingerprint(x, y), y - x]
+                            for _a, b, x, y in self.index.split(lo, hi, i, j, BRANCHES)]]]
 
     def _build(self, now: float) -> bytes:
         msg: dict[int, Any] = {K_VERSION: VERSION}
@@ -341,8 +360,6 @@ class SyncSession:
         wants = self._wants_new
         if wants and self._stored_bytes < self.config.max_session_bytes:
             msg[K_WANTS] = wants
-        elif wants:
-            self._plan.wants.clear()
         self._wants_new = []
         budget = self.config.max_message_bytes - 64 * 1024
         blocks: list[bytes] = []
