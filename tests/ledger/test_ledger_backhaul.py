@@ -1,0 +1,166 @@
+"""Agents syncing with a real `manet-backhaul serve` process over loopback TCP (and TLS):
+enrolment, refusal, checkpoints, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ledger import Ledger, Transaction
+from ledger.backhaul.client import sync_with_backhaul
+from ledger.errors import AuthError
+from mesh.identity import Identity
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ledger.backhaul.cli", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+class Backhaul:
+    """A `manet-backhaul serve` child process listening on a free loopback port."""
+
+    def __init__(self, db: str, key: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ledger.backhaul.cli", "serve", "--listen", "127.0.0.1:0",
+             "--db", db, "--key", str(key), "--checkpoint-interval", "0", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"backhaul did not start: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+        info = json.loads(line)
+        self.port = int(info["port"])
+        self.key = bytes.fromhex(info["key"])
+
+    def stop(self) -> dict[str, int]:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def agent(tmp_path: Path, name: str, seed: int, blocks: int) -> Ledger:
+    led = Ledger.open(tmp_path / f"{name}.sqlite", Identity.from_seed(bytes([seed]) * 32))
+    for i in range(blocks):
+        led.append(Transaction("mesh.manet_left", {"t": float(i)}))
+        led.flush()
+    return led
+
+
+def enrol(tmp_path: Path, db: str, led: Ledger) -> None:
+    keyfile = tmp_path / f"{led.author.hex()[:8]}.pub"
+    keyfile.write_text(led.author.hex())
+    result = cli("enrol", str(keyfile), "--db", db)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["key"] == led.author.hex()
+
+
+def exercise(tmp_path: Path, db: str, ssl_pair: tuple[ssl.SSLContext, list[str]] | None = None
+             ) -> None:
+    """Two agents sync through the backhaul; a third, unenrolled, is refused."""
+    a, b, stranger = (agent(tmp_path, "a", 1, 40), agent(tmp_path, "b", 2, 25),
+                      agent(tmp_path, "c", 3, 1))
+    enrol(tmp_path, db, a)
+    enrol(tmp_path, db, b)
+    context, extra = ssl_pair if ssl_pair is not None else (None, [])
+    server = Backhaul(db, tmp_path / "backhaul.key", *extra)
+    try:
+        async def scenario() -> None:
+            first = await sync_with_backhaul(a, "127.0.0.1", server.port, backhaul_key=server.key,
+                                             ssl_context=context)
+            assert first.state == "complete" and first.stats.blocks_out == 40
+            assert first.checkpoint is not None and first.finalized == 1
+            assert a.store.checkpointed_height(a.author) == 39
+            second = await sync_with_backhaul(b, "127.0.0.1", server.port,
+                                              backhaul_key=server.key, ssl_context=context,
+                                              proofs_for=[b.author, a.author])
+            assert second.stats.blocks_out == 25 and second.stats.blocks_in == 40
+            assert b.store.checkpointed_height(a.author) == 39
+            third = await sync_with_backhaul(a, "127.0.0.1", server.port,
+                                             backhaul_key=server.key, ssl_context=context)
+            assert third.stats.blocks_in == 25 and third.stats.blocks_out == 0
+            with pytest.raises(AuthError, match="not enrolled"):
+                await sync_with_backhaul(stranger, "127.0.0.1", server.port, ssl_context=context)
+            with pytest.raises(AuthError, match="pinned"):
+                await sync_with_backhaul(a, "127.0.0.1", server.port, backhaul_key=b"\x00" * 32,
+                                         ssl_context=context)
+
+        asyncio.run(scenario())
+        assert [h.height for h in a.heads()] == [h.height for h in b.heads()]
+        assert a.verify().ok and b.verify().ok
+        assert stranger.store.heads()[0].author == stranger.author and len(stranger.heads()) == 1
+    finally:
+        stats = server.stop()
+        for led in (a, b, stranger):
+            led.close()
+    assert stats["refused"] == 1 and stats["complete"] == 3
+
+
+def test_backhaul_process_with_sqlite(tmp_path: Path) -> None:
+    exercise(tmp_path, f"sqlite:{tmp_path / 'backhaul.sqlite'}")
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Iterator[tuple[ssl.SSLContext, list[str]]]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(cafile=str(cert_path))
+    context.check_hostname = False
+    yield context, ["--tls-cert", str(cert_path), "--tls-key", str(key_path)]
+
+
+def test_backhaul_over_tls(tmp_path: Path, tls: tuple[ssl.SSLContext, list[str]]) -> None:
+    exercise(tmp_path, f"sqlite:{tmp_path / 'backhaul.sqlite'}", tls)
+
+
+def _postgres_or_skip() -> None:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_DSN, connect_timeout=2).close()
+    except Exception as exc:  # any failure to connect means: no server to test against
+        pytest.skip(f"no PostgreSQL server answers at {PG_DSN}: {exc}")
+
+
+@pytest.mark.postgres
+def test_backhaul_process_with_postgresql(tmp_path: Path) -> None:
+    _postgres_or_skip()
+    from ledger.pgstore import PostgresStore
+
+    store = PostgresStore(PG_DSN)
+    store.drop_all()
+    store.close()
+    exercise(tmp_path, PG_DSN)
+
+
+def test_enrol_refuses_a_bad_key_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pub"
+    bad.write_text("nonsense")
+    result = cli("enrol", str(bad), "--db", f"sqlite:{tmp_path / 'b.sqlite'}")
+    assert result.returncode == 2 and "manet-backhaul:" in result.stderr
