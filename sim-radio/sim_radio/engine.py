@@ -406,10 +406,10 @@ class Simulation:
         self.metrics.sent(k, now)
         self.nodes[flow.src].send_data(dest, payload(k, seq, now, flow.size_bytes), now)
         self._drain(flow.src)
-        gap = flow.interval_s
         if flow.random:
-            gap *= 1.0 + self.traffic_rng.uniform(-0.5, 0.5)
-        nxt = now + gap
+            nxt = now + flow.interval_s * (1.0 + self.traffic_rng.uniform(-0.5, 0.5))
+        else:
+            nxt = flow.start_s + (seq + 1) * flow.interval_s  # no drift from adding up
         if seq + 1 < flow.max_packets and nxt < flow.stop_s and nxt <= self.scenario.duration_s:
             self.clock.at(nxt, PRIO_TRAFFIC, self._send, k)
 
