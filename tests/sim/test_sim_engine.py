@@ -8,12 +8,12 @@ from collections.abc import Callable
 from random import Random
 
 import pytest
-
-from mesh.node import Transmit
 from sim_radio import scenario as scn
 from sim_radio.coverage import Area, Cell, Coverage, Scheduled
 from sim_radio.engine import Simulation
 from sim_radio.radio import LogDistance, UnitDisk, airtime_s
+
+from mesh.node import Transmit
 
 Make = Callable[..., scn.Scenario]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from random import Random
 
 import pytest
-
 from sim_radio import mobility as mob
 from sim_radio import ns2, sumo
 from sim_radio.errors import TraceError

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from sim_radio import scenario as scn
 from sim_radio.errors import ScenarioError, TraceError
 
@@ -59,7 +58,7 @@ def test_errors_name_file_and_key(make_scenario: Callable[..., scn.Scenario], ex
 
 
 def test_wrong_node_count_for_positions(make_scenario: Callable[..., scn.Scenario]) -> None:
-    with pytest.raises(ScenarioError, match="nodes.count"):
+    with pytest.raises(ScenarioError, match=r"nodes\.count"):
         make_scenario(BASE + "positions = [[0, 0], [1, 1]]\n")
 
 
