@@ -10,13 +10,15 @@ The session reads and writes the local store (synchronously), which is what make
 interrupted sync resumable: every block is validated and stored as its message arrives, so a
 new session after a cut reconciles from the new heads and asks only for what is still missing.
 
-Message (deterministic CBOR map): {0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error}
+Message (deterministic CBOR map):
+{0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error, 6: no_push}
 - ranges: groups [lo, mode, payload]; mode 1 (fingerprints): payload [[hi, fp, count], ...],
   consecutive sub-ranges from lo; mode 2 (item list): payload [hi, [[prefix, height, hash8]]]
   where prefix is the first 8 bytes of the author key (see `ledger.reconcile`); hi None = end;
 - wants: [[author prefix, from_height], ...]: send me the feed(s) with that prefix from there;
 - blocks: encoded blocks, each feed in height order;
-- done: the sender has nothing more to ask or send; the session ends when both said done.
+- done: the sender has nothing more to ask or send; the session ends when both said done;
+- no_push: the sender only uploads; send it nothing it did not ask for.
 A side that receives an item list knows both sides of that range: it asks for what it lacks
 and pushes what the other lacks, without another round trip.
 
@@ -51,7 +53,7 @@ from mesh.identity import verify as ed25519_verify
 VERSION = 1
 M_FP = 1
 M_IDS = 2
-K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR = 0, 1, 2, 3, 4, 5
+K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH = 0, 1, 2, 3, 4, 5, 6
 
 
 class SyncStore(BlockStore, Protocol):
@@ -86,6 +88,9 @@ class SyncConfig:
     max_new_feeds: int = 100_000
     """Feeds new to us accepted in one session."""
     max_future_ms: int = MAX_FUTURE_MS
+    fetch: bool = True
+    """Ask for the peer's feeds. False = upload only: we tell the peer not to push anything
+    we did not ask for (a device syncing with a fleet's backhaul does not want every feed)."""
 
 
 @dataclass(slots=True)
@@ -132,6 +137,7 @@ class SyncSession:
         self._plan = _Plan()
         self._out_ranges: list[list[Any]] = []
         self._wants_new: list[list[Any]] = []
+        self._peer_fetches = True
         self._sent_done = False
         self._got_done = False
         self._recon_open = True
@@ -163,6 +169,7 @@ class SyncSession:
             if K_ERROR in msg:
                 raise SyncError("peer_error", str(msg[K_ERROR])[:200])
             self._got_done = bool(msg.get(K_DONE, False))
+            self._peer_fetches = not msg.get(K_NO_PUSH, False)
             self._take_blocks(msg.get(K_BLOCKS, []), now)
             self._take_wants(msg.get(K_WANTS, []))
             self._take_ranges(msg.get(K_RANGES, []))
@@ -217,7 +224,7 @@ class SyncSession:
         if type(msg) is not dict or msg.get(K_VERSION) != VERSION:
             raise SyncError("malformed", "not a sync message of version 1")
         for key in msg:
-            if key not in (K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR):
+            if key not in (K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH):
                 raise SyncError("malformed", f"unknown key {key!r}")
         for key, limit in ((K_RANGES, self.config.max_ranges), (K_WANTS, self.config.max_wants),
                            (K_BLOCKS, None)):
@@ -260,6 +267,11 @@ class SyncSession:
             for author in self.index.authors_with_prefix(want[0]):
                 self._push(author, want[1])
 
+    def _offer(self, author: bytes, from_height: int) -> None:
+        """Push what the peer lacks without having asked, unless it said it only uploads."""
+        if self._peer_fetches:
+            self._push(author, from_height)
+
     def _push(self, author: bytes, from_height: int) -> None:
         if from_height < self.store.base_height(author):
             return  # pruned here: the peer gets those blocks from the backhaul
@@ -267,7 +279,8 @@ class SyncSession:
         self._plan.pushes[author] = from_height if known is None else min(known, from_height)
 
     def _want(self, prefix: bytes, from_height: int) -> None:
-        self._wants_new.append([prefix, from_height])
+        if self.config.fetch:
+            self._wants_new.append([prefix, from_height])
 
     def _take_ranges(self, groups: list[Any]) -> None:
         ranges_seen = 0
@@ -297,7 +310,7 @@ class SyncSession:
                     if self.index.fingerprint(i, j) != sub[1]:
                         if sub[2] == 0:
                             for it in self.index.items[i:j]:
-                                self._push(it.author, 0)
+                                self._offer(it.author, 0)
                         else:
                             self._out_ranges += self._describe(lo, hi, i, j)
                     lo = hi if hi is not None else lo
@@ -336,13 +349,13 @@ class SyncSession:
             elif own.height < height:
                 self._want(prefix, own.height + 1)
             elif own.height > height:
-                self._push(own.author, height + 1)
+                self._offer(own.author, height + 1)
             elif own.hash != hash8:
                 self._want(prefix, height)  # same height, other block: an equivocation
                 self._push(own.author, height)
         for prefix, own in mine.items():
             if prefix not in theirs:
-                self._push(own.author, 0)
+                self._offer(own.author, 0)
 
     def _describe(self, lo: bytes, hi: bytes | None, i: int, j: int) -> list[list[Any]]:
         """Our view of [lo, hi): the item list when small, else fingerprints of sub-ranges."""
@@ -354,6 +367,8 @@ class SyncSession:
 
     def _build(self, now: float) -> bytes:
         msg: dict[int, Any] = {K_VERSION: VERSION}
+        if not self.config.fetch:
+            msg[K_NO_PUSH] = True
         if self._out_ranges:
             msg[K_RANGES] = self._out_ranges
             self._out_ranges = []

@@ -167,3 +167,15 @@ def test_round_trips_grow_with_the_difference_not_the_size(make_ledger: MakeLedg
     if differences == 1:
         assert result.initiator.stats.recon_messages <= 8  # at most 4 round trips to find it
         assert result.wire_bytes - result.initiator.stats.block_bytes_in <= 2048
+
+
+def test_upload_only_peer_gets_nothing_it_did_not_ask_for(make_ledger: MakeLedger) -> None:
+    device, hub = make_ledger("device", 1), make_ledger("hub", 2)
+    grow(device, 10)
+    for feed in foreign_feeds(50):
+        hub.receive_blocks(feed, NOW)
+    result = sync_pair(device, hub, NOW + 20, config=SyncConfig(fetch=False),
+                       responder_config=SyncConfig())
+    assert result.error is None
+    assert result.responder.stats.blocks_in == 10 and result.initiator.stats.blocks_in == 0
+    assert len(device.heads()) == 1 and len(hub.heads()) == 51
