@@ -60,7 +60,7 @@ def test_medium_state_without_sockets(tmp_path: Path) -> None:
     assert medium.join(b, Join(b"\x02" * 8, 1, None)) == Welcome(1, 250.0, 1400)
     assert isinstance(medium.join(c, Join(b"\x03" * 8, 1, None)), Refused)  # taken
     assert isinstance(medium.join(c, Join(b"\x03" * 8, 9, None)), Refused)  # no such node
-    assert medium.join(c, Join(b"\x03" * 8, 3, (100.0, 0.0))).node_index == 3  # pinned
+    assert medium.join(c, Join(b"\x03" * 8, 3, (100.0, 0.0))) == Welcome(3, 250.0, 1400)
     assert medium.receivers(0, FrameOut(b"x", None), 0.0) == [1, 3]
     assert medium.receivers(0, FrameOut(b"x", 1), 0.0) == [1]
     medium.leave(b)
