@@ -22,7 +22,7 @@ from scipy.sparse import coo_array
 
 from agent.modules.interchange.detect import caps
 from agent.modules.interchange.model import InterchangeError, Scenario
-from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures
+from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idle_plan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,8 +60,10 @@ class _Builder:
         self.rub.append(ub)
 
 
-def solve_exact(scenario: Scenario, options: ExactOptions | None = None) -> Plan:
-    """The optimal plan (or the best found within the time limit, with its proven bound)."""
+def solve_exact(scenario: Scenario, options: ExactOptions | None = None, *,
+                exclude: frozenset[str] = frozenset()) -> Plan:
+    """The optimal plan (or the best found within the time limit, with its proven bound);
+    vehicles in `exclude` stay idle."""
     opts = options or ExactOptions()
     started = time.perf_counter()
     surplus, deficit = caps(scenario)
@@ -71,6 +73,8 @@ def solve_exact(scenario: Scenario, options: ExactOptions | None = None) -> Plan
     site_dis: dict[tuple[int, int], list[int]] = {}
     layouts = []
     for v in scenario.vehicles:
+        if v.id in exclude:
+            continue
         a, z = v.available_from, v.available_until
         rel = [i for i, s in enumerate(scenario.sites)
                if any(surplus[i][a:z]) or any(deficit[i][a:z])
@@ -142,6 +146,11 @@ def solve_exact(scenario: Scenario, options: ExactOptions | None = None) -> Plan
         if len(cols) > 1:
             b.row([(c, 1.0) for c in cols], -np.inf, deficit[i][t])
     n = len(b.cost)
+    if n == 0:
+        return Plan(scenario.name, "exact", tuple(idle_plan(scenario, v)
+                                                  for v in scenario.vehicles),
+                    figures(scenario, tuple(idle_plan(scenario, v) for v in scenario.vehicles)),
+                    time.perf_counter() - started, "optimal", 0)
     matrix = coo_array((b.vals, (b.rows, b.cols)), shape=(len(b.rlb), n)).tocsr()
     res = milp(np.array(b.cost), integrality=np.array(b.integer),
                bounds=Bounds(np.array(b.lb), np.array(b.ub)),
@@ -151,11 +160,11 @@ def solve_exact(scenario: Scenario, options: ExactOptions | None = None) -> Plan
     if res.x is None:
         raise InterchangeError(f"the exact model found no plan: {res.message}")
     sol = res.x
-    plans = []
+    plans = {v.id: idle_plan(scenario, v) for v in scenario.vehicles}
     for v, _rel, x, y, ch, dis in layouts:
-        plans.append(_extract(scenario, v.id, v.start_site, v.available_from,
-                              v.available_until, sol, x, y, ch, dis))
-    vehicles = tuple(plans)
+        plans[v.id] = _extract(scenario, v.id, v.start_site, v.available_from,
+                               v.available_until, sol, x, y, ch, dis)
+    vehicles = tuple(plans[v.id] for v in scenario.vehicles)
     status = "optimal" if res.status == 0 else "time limit"
     bound = getattr(res, "mip_dual_bound", None)
     base_terms = -scenario.stored_value / 1000.0 * sum(v.energy_wh for v in scenario.vehicles)

@@ -51,6 +51,7 @@ class _Trip:
     discharge: dict[int, int]
     leave_loc: int
     pre: dict[int, int] = field(default_factory=dict)  # given where it is, before leaving
+    give_first: bool = False  # B then A (give own energy, refill later), else A then B
 
 
 class _Planner:
@@ -96,9 +97,86 @@ class _Planner:
         best: _Trip | None = None
         for a in as_:
             for b in bs:
-                for trip in self.trips(v, st, a, b):
+                found = self.trips(v, st, a, b)
+                if a is not None:
+                    post = self.give_then_refill(v, st, b, a)
+                    if post is not None:
+                        found.append(post)
+                for trip in found:
                     if best is None or trip.value > best.value:
                         best = trip
+        return best
+
+    def give_then_refill(self, v: Vehicle, st: _State, b: str, a: str) -> _Trip | None:
+        """Go to B, give down to what it needs to reach A, then refill at A from its surplus
+        to what it needs at the end: own energy now, surplus energy later."""
+        sc = self.sc
+        leave_loc = st.free if b == st.site else self.next_departure(st.free)
+        arrive_b = leave_loc + sc.tau(st.site, b)
+        e = st.energy - sc.travel_wh(v, st.site, b)
+        last_b = self.latest_departure(b, v) if a == b else None
+        ai, bi = sc.site_index[a], sc.site_index[b]
+        if e < v.min_wh or arrive_b >= v.available_until:
+            return None
+        need_end = max(v.min_wh, v.final_wh + sc.travel_wh(v, a, v.end_site))
+        best: _Trip | None = None
+        horizon = self.latest_departure(a, v)
+        cands = [t for t in range(arrive_b + 1, v.available_until)
+                 if t % sc.departure_every == 0 or a == b]
+        k = self.opts.split_choices
+        if len(cands) > k:
+            cands = [cands[round(j * (len(cands) - 1) / (k - 1))] for j in range(k)]
+        for leave_b in cands:
+            if last_b is not None and leave_b > last_b:
+                continue
+            arrive_a = leave_b + sc.tau(b, a)
+            if arrive_a >= horizon:
+                continue
+            room = sum(min(v.charge_w * self.dt, self.surplus[ai][t])
+                       for t in range(arrive_a, horizon)) * v.efficiency
+            floor = max(v.min_wh + sc.travel_wh(v, b, a), need_end + sc.travel_wh(v, b, a)
+                        - room)
+            price = sc.sites[bi].import_price
+            budget = (e - floor) * v.efficiency
+            discharge: dict[int, int] = {}
+            value = 0.0
+            for t in sorted(range(arrive_b, leave_b), key=lambda t: (-price[t], t)):
+                if budget <= 0:
+                    break
+                if self.deficit[bi][t] <= 0 or price[t] / 1000.0 <= self.sv / v.efficiency:
+                    continue
+                give = int(min(v.discharge_w * self.dt, self.deficit[bi][t], budget))
+                if give > 0:
+                    discharge[t] = give
+                    budget -= give
+                    value += give * price[t] / 1000.0
+            if not discharge:
+                continue
+            e_a = e - sum(discharge.values()) / v.efficiency - sc.travel_wh(v, b, a)
+            want = max(need_end - e_a, 0.0) / v.efficiency
+            charge: dict[int, int] = {}
+            exp = sc.sites[ai].export_price
+            for t in sorted(range(arrive_a, horizon), key=lambda t: (exp[t], t)):
+                if want <= 0:
+                    break
+                take = int(min(v.charge_w * self.dt, self.surplus[ai][t], want + 1))
+                if take > 0:
+                    charge[t] = take
+                    want -= take
+                    value -= take * exp[t] / 1000.0
+            if want > 0:
+                continue
+            travel = (sc.travel_wh(v, st.site, b) + sc.travel_wh(v, b, a)
+                      + sc.travel_wh(v, a, v.end_site) - sc.travel_wh(v, st.site, v.end_site))
+            legs = [st.site, b, a, v.end_site]
+            moves = sum(1 for x, y in itertools.pairwise(legs) if x != y)
+            moves -= 1 if st.site != v.end_site else 0
+            stored = (sum(charge.values()) * v.efficiency
+                      - sum(discharge.values()) / v.efficiency - travel)
+            value += self.sv * stored - moves * sc.move_cost_milli
+            if value > 0 and (best is None or value > best.value):
+                best = _Trip(value, a, b, leave_b, charge, discharge, leave_loc,
+                             give_first=True)
         return best
 
     def trips(self, v: Vehicle, st: _State, a: str | None, b: str) -> list[_Trip]:
@@ -111,9 +189,15 @@ class _Planner:
             li = sc.site_index[loc]
             row = self.deficit[li]
             last = self.latest_departure(loc, v)
-            ends = [self.next_departure(t + 1) for t in range(st.free, last)
-                    if row[t] > 0 and (t + 1 >= last or row[t + 1] == 0)]
-            leaves += [t for t in dict.fromkeys(ends) if t > leaves[0]][:2]
+            every = sc.departure_every
+            ends = sorted({self.next_departure(t + 1) for t in range(st.free, last)
+                           if row[t] > 0 and (t + 1 >= last or row[t + 1] == 0
+                                              or (t + 1) % every == 0)})
+            ends = [t for t in ends if leaves[0] < t < last]
+            k = self.opts.split_choices
+            if len(ends) > k:
+                ends = [ends[round(j * (len(ends) - 1) / (k - 1))] for j in range(k)]
+            leaves += ends
         out = []
         for leave_loc in leaves:
             pre: dict[int, int] = {}
@@ -258,22 +342,25 @@ class _Planner:
             self.deficit[sc.site_index[st.site]][t] -= wh
         st.discharge.update(trip.pre)
         st.energy -= sum(trip.pre.values()) / v.efficiency
-        path = ([trip.a] if trip.a is not None else []) + [trip.b]
-        leave = trip.leave_loc
-        for k, site in enumerate(path):
+        if trip.give_first:
+            legs = [(trip.b, trip.leave_loc, {}, trip.discharge),
+                    (trip.a or trip.b, trip.leave_a, trip.charge, {})]
+        else:
+            legs = ([(trip.a, trip.leave_loc, trip.charge, {})] if trip.a is not None else []) \
+                + [(trip.b, trip.leave_a if trip.a is not None else trip.leave_loc, {},
+                    trip.discharge)]
+        for site, leave, charge, discharge in legs:
             if site != st.site:
                 st.stops.append(Stop(st.site, st.arrive, leave, st.charge, st.discharge))
                 st.energy -= sc.travel_wh(v, st.site, site)
                 st.arrive = leave + sc.tau(st.site, site)
                 st.site, st.charge, st.discharge = site, {}, {}
-            if k == 0 and trip.a is not None:
-                st.charge.update(trip.charge)
-                st.energy += sum(trip.charge.values()) * v.efficiency
-                leave = trip.leave_a
-        st.discharge.update(trip.discharge)
-        st.energy -= sum(trip.discharge.values()) / v.efficiency
-        used = max(trip.discharge)
-        st.free = used + 1
+            st.charge.update(charge)
+            st.discharge.update(discharge)
+            st.energy += sum(charge.values()) * v.efficiency
+            st.energy -= sum(discharge.values()) / v.efficiency
+        used = [*trip.charge, *trip.discharge]
+        st.free = max(max(used) + 1, st.arrive)
 
     def finish(self, v: Vehicle, st: _State) -> VehiclePlan:
         if not st.stops and not st.charge and not st.discharge:

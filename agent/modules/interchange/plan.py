@@ -199,8 +199,10 @@ def figures(scenario: Scenario, vehicles: tuple[VehiclePlan, ...]) -> Figures:
         moves += len(vp.stops) - 1
         trace = energy_trace(scenario, v, vp)
         stored_change += trace[-1] - v.energy_wh
-        # A well-mixed battery: energy carries the label of the aggregator it came from.
-        pool: dict[str, float] = {"(vehicle)": float(v.energy_wh)}
+        # Energy keeps the label of the aggregator it was taken from: a discharge gives the
+        # most recently charged energy first (what the trip was for), driving uses the
+        # vehicle's own energy first.
+        stack: list[list[Any]] = [["(vehicle)", float(v.energy_wh)]]
         events: list[tuple[int, int, str, str, float]] = []  # slot, order, kind, site, wh
         for i, stop in enumerate(vp.stops):
             events += [(t, 0, "charge", stop.site, float(w)) for t, w in stop.charge.items()]
@@ -214,18 +216,20 @@ def figures(scenario: Scenario, vehicles: tuple[VehiclePlan, ...]) -> Figures:
             agg = scenario.sites[si].aggregator
             if kind == "charge":
                 delta[si][t] += wh
-                pool[agg] = pool.get(agg, 0.0) + wh * v.efficiency
+                stack.append([agg, wh * v.efficiency])
                 continue
-            total = sum(pool.values())
-            out = wh / v.efficiency if kind == "discharge" else wh
-            if total <= 0:
-                continue
-            for label in list(pool):
-                part = pool[label] / total * min(out, total)
-                pool[label] -= part
-                if kind == "discharge" and label not in ("(vehicle)", agg):
-                    key = f"{label}->{agg}"
+            need = wh / v.efficiency if kind == "discharge" else wh
+            order = range(len(stack) - 1, -1, -1) if kind == "discharge" else range(len(stack))
+            for k in order:
+                if need <= 0:
+                    break
+                part = min(stack[k][1], need)
+                stack[k][1] -= part
+                need -= part
+                if kind == "discharge" and stack[k][0] not in ("(vehicle)", agg):
+                    key = f"{stack[k][0]}->{agg}"
                     matrix[key] = matrix.get(key, 0.0) + part * v.efficiency
+            stack = [item for item in stack if item[1] > 1e-9] or [["(vehicle)", 0.0]]
             if kind == "discharge":
                 delta[si][t] -= wh
                 given[si][t] += wh
