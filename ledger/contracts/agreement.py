@@ -62,19 +62,14 @@ class Agreement(Template):
         out["terms"] = {k: terms[k] for k in sorted(terms)}
         return out
 
-    def effective_rules(self, state: StateView, cid: str) -> Rules:
-        chain: list[dict[str, Any]] = []
-        current: str | None = cid
-        while current is not None and len(chain) <= lifecycle.MAX_DEPTH:
-            rec = lifecycle.load(state, current)
-            chain.append(rec)
-            current = rec["parent"]
-        rules = Rules()
-        for rec in reversed(chain):
-            raw = rec["params"].get("rules")
-            if raw is not None:
-                rules = rules.narrowed_by(parse_rules(raw))
-        return rules
+    def on_created(self, state: StateView, record: dict[str, Any]) -> dict[str, Any]:
+        """Store the effective rules: the parent's, narrowed by this contract's own."""
+        base = Rules()
+        if record["parent"] is not None:
+            base = Rules.from_data(lifecycle.load(state, record["parent"])["rules"])
+        own = record["params"].get("rules")
+        rules = base.narrowed_by(parse_rules(own) if own is not None else None)
+        return {**record, "rules": rules.to_data()}
 
     def call_record_usage(self, ctx: Context, state: StateView, cid: str,
                           args: Mapping[str, Any]) -> Result:
@@ -89,8 +84,8 @@ class Agreement(Template):
             contract_ok = f"contract is {rec['status']}, not definitive"
         elif rec["selection"] == lifecycle.SUPERSEDED:
             contract_ok = "contract was superseded by another child"
-        rules = self.effective_rules(state, cid)
-        period = record.time_ms // rules.period_ms
+        rules = rec["rules"]
+        period = record.time_ms // rules["period_ms"]
         quota_key = f"q/{cid}/{record.user}/{period}"
         used_wh, used_count = state.get(quota_key) or (0, 0)
         is_member = bool(lifecycle.roles_of(state, cid, record.user) & {MEMBER, OWNER})

@@ -20,7 +20,7 @@ import hashlib
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger.contracts import codec, lifecycle
 from ledger.contracts.agreement import Agreement
@@ -44,9 +44,8 @@ def default_templates() -> dict[str, Template]:
     return {Agreement.NAME: Agreement(), Tokens.NAME: Tokens()}
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One applied transaction or fired timer, in replay order."""
+class HistoryEntry(NamedTuple):
+    """One applied transaction or fired timer, in replay order (immutable)."""
 
     position: int
     tx_id: str
@@ -240,6 +239,8 @@ class _Run:
                 state.pop(key, None)
             else:
                 state[key] = value
+        for key, items in result.appends.items():
+            state.setdefault(key, []).extend(items)
         for timer in result.timers:
             self.seq += 1
             heapq.heappush(self.timers, (timer.at_ms, self.seq, ctx.tx_id, timer.contract,

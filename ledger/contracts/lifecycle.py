@@ -141,6 +141,7 @@ def create(ctx: Context, state: StateView, templates: Mapping[str, Template],
            "params": params, "roles": roles, "status": status, "created_by": ctx.author,
            "created_ms": ctx.time_ms, "tx": ctx.tx_id,
            "log": [_flag(status, ctx, "created")]}
+    rec = template.on_created(state, rec)
     return Result(writes={contract_key(cid): rec},
                   events=(Event("created", cid, f"{name} {status}"),))
 
@@ -220,6 +221,7 @@ def spawn(ctx: Context, state: StateView, templates: Mapping[str, Template], par
            "params": params, "roles": _roles_arg({}, ctx.author), "status": status,
            "created_by": ctx.author, "created_ms": ctx.time_ms, "tx": ctx.tx_id,
            "log": [_flag(status, ctx, f"spawned from {parent_id}")]}
+    rec = template.on_created(state, rec)
     sel = reselect(state, parent_id, slot, {cid: rec}, new=cid)
     writes: dict[str, Any] = {contract_key(cid): rec}
     writes.update(sel.writes)

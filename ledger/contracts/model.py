@@ -13,9 +13,10 @@ never iterate a dict without sorting it: both rules keep replays identical on ev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ledger.contracts.errors import InvalidTransaction, StepBudgetExceeded
 
@@ -43,11 +44,11 @@ class Meter:
             raise StepBudgetExceeded(f"call used more than {self.budget} steps")
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
     """What a call knows about its transaction: block time, author, id, and the step meter.
 
     `author` is the hex node id of the signer (None for a timer the engine fires).
+    Immutable; a named tuple because one is built per transaction on the replay hot path.
     """
 
     time_ms: int
@@ -66,7 +67,10 @@ class StateView:
         self._meter = meter
 
     def get(self, key: str, default: Any = None) -> Any:
-        self._meter.step()
+        meter = self._meter
+        meter.used += 1
+        if meter.used > meter.budget:
+            meter.step(0)
         return self._data.get(key, default)
 
     def __contains__(self, key: str) -> bool:
@@ -95,9 +99,11 @@ class Timer:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """What a call returns: writes (None deletes a key), events, and timers to schedule."""
+    """What a call returns: writes (None deletes a key), appends to list values (created
+    empty when missing; cheaper than rewriting a long list), events, and timers."""
 
     writes: Mapping[str, Any] = field(default_factory=dict)
+    appends: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
     timers: tuple[Timer, ...] = ()
 
@@ -122,6 +128,11 @@ class Template:
         """Check and normalise creation parameters; raise InvalidTransaction when bad."""
         return dict(params)
 
+    def on_created(self, state: StateView, record: dict[str, Any]) -> dict[str, Any]:
+        """Derive data from the new contract's record (and its parent's) once, at creation;
+        parameters never change afterwards, so calls can read the result instead."""
+        return record
+
     def method(self, name: str) -> Method:
         fn: Method = getattr(self, "call_" + name)
         return fn
@@ -139,8 +150,16 @@ def need(args: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> A
     return value
 
 
+HEX_ID = re.compile(r"[0-9a-f]{16}")
+"""A node id as contracts write it: 16 lowercase hex digits (8 bytes)."""
+
+
+def is_hex_id(value: object) -> bool:
+    return isinstance(value, str) and HEX_ID.fullmatch(value) is not None
+
+
 def need_hex_id(args: Mapping[str, Any], name: str) -> str:
     value = need(args, name, str)
-    if len(value) != 16 or any(c not in "0123456789abcdef" for c in value):
+    if not is_hex_id(value):
         raise InvalidTransaction(f"argument {name!r} must be a 16-digit lowercase hex node id")
     return str(value)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.contracts.errors import InvalidTransaction
+from ledger.contracts.model import is_hex_id
 
 SERVICES = ("charging", "interchange")
 """The services the agent hosts (agent/modules/charging and agent/modules/interchange)."""
@@ -34,6 +35,13 @@ class Rules:
         return {"services": list(self.services), "period_ms": self.period_ms,
                 "limit_wh": self.limit_wh, "limit_count": self.limit_count,
                 "windows": [list(w) for w in self.windows]}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Rules:
+        """Rules from `to_data` output that this node stored itself (already validated)."""
+        return cls(services=tuple(data["services"]), period_ms=data["period_ms"],
+                   limit_wh=data["limit_wh"], limit_count=data["limit_count"],
+                   windows=tuple((w[0], w[1]) for w in data["windows"]))
 
     def narrowed_by(self, child: Rules | None) -> Rules:
         """A child's rules can only narrow its parent's."""
@@ -104,8 +112,7 @@ def parse_usage(raw: Any) -> UsageRecord:
     service, user, kwh, time_ms = (raw.get(k) for k in ("service", "user", "kwh", "time_ms"))
     if not isinstance(service, str) or not service or len(service) > 40:
         raise InvalidTransaction("usage record needs a service name")
-    if (not isinstance(user, str) or len(user) != 16
-            or any(c not in "0123456789abcdef" for c in user)):
+    if not is_hex_id(user):
         raise InvalidTransaction("usage record needs the user's 16-digit hex node id")
     if isinstance(kwh, bool) or not isinstance(kwh, int | float) or not math.isfinite(kwh):
         raise InvalidTransaction("usage record needs a finite kwh")
@@ -113,10 +120,10 @@ def parse_usage(raw: Any) -> UsageRecord:
         raise InvalidTransaction("usage kwh must be within 0..1,000,000")
     if isinstance(time_ms, bool) or not isinstance(time_ms, int) or time_ms < 0:
         raise InvalidTransaction("usage record needs time_ms, a non-negative integer")
-    return UsageRecord(service=service, user=user, wh=round(kwh * 1000), time_ms=time_ms)
+    return UsageRecord(service=service, user=str(user), wh=round(kwh * 1000), time_ms=time_ms)
 
 
-def in_windows(time_ms: int, windows: Sequence[tuple[int, int]]) -> bool:
+def in_windows(time_ms: int, windows: Sequence[Sequence[int]]) -> bool:
     if not windows:
         return True
     minute = (time_ms // 60_000) % DAY_MINUTES
@@ -128,28 +135,32 @@ def in_windows(time_ms: int, windows: Sequence[tuple[int, int]]) -> bool:
     return False
 
 
-def determine(record: UsageRecord, rules: Rules, *, is_member: bool, block_time_ms: int,
-              used_wh: int, used_count: int, contract_ok: str | None) -> list[str]:
+def determine(record: UsageRecord, rules: Mapping[str, Any], *, is_member: bool,
+              block_time_ms: int, used_wh: int, used_count: int,
+              contract_ok: str | None) -> list[str]:
     """Reasons why `record` is not permitted (empty list: permitted).
 
-    `used_wh`/`used_count` are the user's permitted totals in the record's period so far;
-    `contract_ok` is None when the contract may be used, else why not.
+    `rules` is `Rules.to_data()` output; `used_wh`/`used_count` are the user's permitted
+    totals in the record's period so far; `contract_ok` is None when the contract may be
+    used, else why not.
     """
     reasons: list[str] = []
     if contract_ok is not None:
         reasons.append(contract_ok)
-    if record.service not in rules.services:
+    services = rules["services"]
+    if record.service not in services:
         reasons.append(f"service {record.service!r} not allowed (allowed: "
-                       f"{', '.join(rules.services) or 'none'})")
+                       f"{', '.join(services) or 'none'})")
     if not is_member:
         reasons.append(f"user {record.user} is not a member of the group")
     if record.time_ms > block_time_ms:
         reasons.append("usage time is after the block time")
-    if not in_windows(record.time_ms, rules.windows):
+    if not in_windows(record.time_ms, rules["windows"]):
         reasons.append("usage time is outside the allowed time windows")
-    if rules.limit_wh is not None and used_wh + record.wh > rules.limit_wh:
-        reasons.append(f"energy limit: {used_wh} + {record.wh} Wh > {rules.limit_wh} Wh "
-                       f"per {rules.period_ms} ms")
-    if rules.limit_count is not None and used_count + 1 > rules.limit_count:
-        reasons.append(f"count limit: {rules.limit_count} uses per {rules.period_ms} ms")
+    limit_wh, limit_count = rules["limit_wh"], rules["limit_count"]
+    if limit_wh is not None and used_wh + record.wh > limit_wh:
+        reasons.append(f"energy limit: {used_wh} + {record.wh} Wh > {limit_wh} Wh "
+                       f"per {rules['period_ms']} ms")
+    if limit_count is not None and used_count + 1 > limit_count:
+        reasons.append(f"count limit: {limit_count} uses per {rules['period_ms']} ms")
     return reasons

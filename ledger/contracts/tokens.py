@@ -16,6 +16,7 @@ Tiers must not raise the rate with volume, so a quote made from the history a no
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -43,7 +44,7 @@ from ledger.contracts.model import (
 
 MAX_AMOUNT = 10**15
 MAX_HISTORY = 1000
-"""Settled entries kept per account for the fee window (older or extra ones are dropped)."""
+"""Settled entries an account keeps before entries older than two windows are dropped."""
 
 
 def fee_for(amount: int, volume: int, tiers: Sequence[Sequence[int]], min_fee: int) -> int:
@@ -59,9 +60,28 @@ def fee_for(amount: int, volume: int, tiers: Sequence[Sequence[int]], min_fee: i
     return max(min_fee, -(-amount * bps // 10_000))
 
 
+def _settled_before(history: Sequence[Sequence[int]], t_ms: int) -> int:
+    """Total settled strictly before `t_ms`. Entries are [time, amount, running total]."""
+    i = bisect_left(history, t_ms, key=lambda e: e[0])
+    if i > 0:
+        return int(history[i - 1][2])
+    return int(history[0][2] - history[0][1]) if history else 0
+
+
 def window_volume(history: Sequence[Sequence[int]], at_ms: int, window_ms: int) -> int:
-    """Sum of settled amounts with time in [at_ms - window_ms, at_ms)."""
-    return sum(a for t, a in history if at_ms - window_ms <= t < at_ms)
+    """Sum of settled amounts with time in [at_ms - window_ms, at_ms): two binary searches."""
+    return _settled_before(history, at_ms) - _settled_before(history, at_ms - window_ms)
+
+
+def with_entry(history: Sequence[Sequence[int]], at_ms: int, amount: int) -> list[list[int]]:
+    """A new history with a settlement inserted in time order (running totals redone)."""
+    entries = sorted([[e[0], e[1]] for e in history] + [[at_ms, amount]], key=lambda e: e[0])
+    total = _settled_before(history, -(1 << 62))
+    out = []
+    for t, a in entries:
+        total += a
+        out.append([t, a, total])
+    return out
 
 
 def _amount(args: Mapping[str, Any], name: str) -> int:
@@ -229,7 +249,7 @@ class Tokens(Template):
         hist_key = f"v/{cid}/{source}"
         history = state.get(hist_key, [])
         params = rec["params"]
-        ctx.meter.step(len(history))
+        ctx.meter.step(2)
         due = fee_for(amount, window_volume(history, at_ms, params["window_ms"]),
                       params["tiers"], params["min_fee"])
         writes: dict[str, Any] = {held_key: held - amount - fee}
@@ -248,12 +268,20 @@ class Tokens(Template):
         for account in sorted(deltas):
             k = f"b/{cid}/{account}"
             writes[k] = writes.get(k, state.get(k, 0)) + deltas[account]
-        kept = [e for e in history if e[0] >= at_ms - params["window_ms"]][-MAX_HISTORY + 1:]
-        writes[hist_key] = [*kept, [at_ms, amount]]
+        appends: dict[str, tuple[Any, ...]] = {}
+        horizon = at_ms - 2 * params["window_ms"]
+        if history and (history[-1][0] > at_ms or (len(history) > MAX_HISTORY
+                                                    and history[0][0] < horizon)):
+            ctx.meter.step(len(history))
+            writes[hist_key] = [e for e in with_entry(history, at_ms, amount)
+                                if e[0] >= horizon]
+        else:
+            total = history[-1][2] if history else 0
+            appends[hist_key] = ([at_ms, amount, total + amount],)
         transfer.update(status="settled", fee_charged=due)
         writes[key] = transfer
-        return Result(writes=writes, events=(Event("settled", cid,
-                                                   f"{amount} {source}->{target}, fee {due}"),))
+        return Result(writes=writes, appends=appends,
+                      events=(Event("settled", cid, f"{amount} {source}->{target}, fee {due}"),))
 
 
 def quote_fee(state: Mapping[str, Any], cid: str, account: str, amount: int,
