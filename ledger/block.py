@@ -82,7 +82,7 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
     The signature is not checked here; `ledger.validate.check_block` does that.
     """
     try:
-        value: Any = codec.decode(raw, MAX_BLOCK_BYTES)
+        value: Any = codec.decode(raw, MAX_BLOCK_BYTES, check_types=False)
     except CodecError as exc:
         raise BlockError("malformed", str(exc)) from exc
     if type(value) is not list or len(value) != 7:

@@ -51,8 +51,17 @@ def _check(value: Any, depth: int) -> None:
     raise CodecError(f"CBOR value of type {kind.__name__} is not allowed")
 
 
-def decode(data: bytes, max_bytes: int) -> Any:
-    """Parse untrusted bytes; raise `CodecError` unless they are canonical CBOR of plain types."""
+def check_plain(value: Any) -> None:
+    """Raise `CodecError` unless `value` holds only plain CBOR types (no tags, NaN, sets...)."""
+    _check(value, 0)
+
+
+def decode(data: bytes, max_bytes: int, *, check_types: bool = True) -> Any:
+    """Parse untrusted bytes; raise `CodecError` unless they are canonical CBOR of plain types.
+
+    `check_types=False` skips the walk over every value, for callers whose own schema checks
+    the type of every value anyway (blocks: the transaction schemas do it; fields of kind
+    "any" are walked there)."""
     if len(data) > max_bytes:
         raise CodecError(f"{len(data)} bytes exceeds the limit of {max_bytes}")
     try:
@@ -61,7 +70,8 @@ def decode(data: bytes, max_bytes: int) -> Any:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise CodecError(f"malformed CBOR: {exc}") from exc
-    _check(value, 0)
+    if check_types:
+        _check(value, 0)
     if encode(value) != data:
         raise CodecError("CBOR is not in deterministic (canonical) encoding")
     return value

@@ -14,6 +14,7 @@ a plugin module defines `register_tx_types(registry: TxRegistry) -> None`, which
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -133,8 +134,8 @@ def _check_value(path: str, spec: Field, value: Any) -> None:
             raise TxSchemaError("type", f"{path} must be an int")
         size = value
     elif kind == "float":
-        if type(value) not in (int, float):
-            raise TxSchemaError("type", f"{path} must be a number")
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise TxSchemaError("type", f"{path} must be a finite number")
         size = value
     elif kind == "bytes":
         if type(value) is not bytes:
@@ -154,16 +155,29 @@ def _check_value(path: str, spec: Field, value: Any) -> None:
         if spec.items is not None:
             for i, item in enumerate(value):
                 _check_value(f"{path}[{i}]", spec.items, item)
+        else:
+            _check_plain(path, value)
     elif kind == "map":
         if type(value) is not dict:
             raise TxSchemaError("type", f"{path} must be a map")
         if spec.fields is not None:
             _check_map(path + ".", spec.fields, value)
+        else:
+            _check_plain(path, value)
+    elif kind == "any":
+        _check_plain(path, value)
     if size is not None:
         if spec.lo is not None and size < spec.lo:
             raise TxSchemaError("range", f"{path} below {spec.lo}")
         if spec.hi is not None and size > spec.hi:
             raise TxSchemaError("range", f"{path} above {spec.hi}")
+
+
+def _check_plain(path: str, value: Any) -> None:
+    try:
+        codec.check_plain(value)
+    except CodecError as exc:
+        raise TxSchemaError("type", f"{path}: {exc}") from exc
 
 
 def _check_map(prefix: str, fields: Mapping[str, Field], body: Mapping[Any, Any]) -> None:
@@ -204,6 +218,9 @@ class TxRegistry:
         tx_type = self.get(tx.type)
         if type(tx.body) not in (dict, MappingProxyType):
             raise TxSchemaError("type", "body must be a map")
+        for key in tx.body:
+            if type(key) is not str:
+                raise TxSchemaError("type", "body keys must be strings")
         _check_map("", tx_type.fields, tx.body)
         if tx_type.check is not None:
             tx_type.check(tx.body)

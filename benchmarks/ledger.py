@@ -1,0 +1,273 @@
+"""Ledger benchmark: prints one JSON object.
+
+    .venv/bin/python benchmarks/ledger.py [--quick] [--agents 1000] [--no-postgres]
+
+Figures, beside the raw Ed25519 sign/verify rates measured in the same run (PyNaCl/libsodium,
+the fastest library here, and `cryptography`/OpenSSL):
+- append_tx_per_s: transactions appended and made durable (blocks of 256, fsync per block);
+- ingest_blocks_per_s: blocks verified and stored by a sync session (one feed, 8 tx/block),
+  and its ratio to the raw verify rate (target >= 0.7);
+- wire_ratio: session bytes on the wire / bytes of the missing blocks (target <= 1.1 + 2 KB);
+- round trips to find 1 and 100 differences among 10,000 feeds (target <= 4 for a small one);
+- backhaul: N concurrent agents (async clients in this process) each syncing 100 new blocks
+  with a `manet-backhaul serve` child process, SQLite and PostgreSQL: throughput and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# This file is named like the package: drop its folder from the path so `import ledger` finds
+# the package, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import nacl.bindings as sodium  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from ledger import Ledger, LedgerConfig, Transaction  # noqa: E402
+from ledger.backhaul.client import sync_with_backhaul  # noqa: E402
+from ledger.block import GENESIS_PREV, Block  # noqa: E402
+from ledger.local import sync_pair  # noqa: E402
+from ledger.sync import SyncConfig  # noqa: E402
+from mesh.identity import Identity  # noqa: E402
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+NOW = time.time()
+
+
+def rate(fn: Any, seconds: float = 1.0) -> float:
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(200):
+            fn()
+        n += 200
+    return n / (time.perf_counter() - start)
+
+
+def raw_rates() -> dict[str, float]:
+    msg = os.urandom(200)
+    pk, sk = sodium.crypto_sign_seed_keypair(b"\x01" * 32)
+    sig = sodium.crypto_sign(msg, sk)[:64]
+    key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+    pub = key.public_key()
+    sig2 = key.sign(msg)
+    return {
+        "nacl_sign_per_s": round(rate(lambda: sodium.crypto_sign(msg, sk))),
+        "nacl_verify_per_s": round(rate(lambda: sodium.crypto_sign_open(sig + msg, pk))),
+        "cryptography_sign_per_s": round(rate(lambda: key.sign(msg))),
+        "cryptography_verify_per_s": round(rate(lambda: pub.verify(sig2, msg))),
+    }
+
+
+def route_tx(i: int) -> Transaction:
+    return Transaction("mesh.route_added", {"dest": i.to_bytes(8, "big"), "next_hop": b"n" * 8,
+                                            "hops": 3, "seq": i, "lifetime_s": 6.0,
+                                            "t": float(i)})
+
+
+def bench_append(tmp: Path, count: int) -> dict[str, float]:
+    led = Ledger.open(tmp / "append.sqlite", Identity.from_seed(b"\x02" * 32),
+                      config=LedgerConfig(max_block_txs=256))
+    start = time.perf_counter()
+    for i in range(count):
+        led.append(route_tx(i), NOW)
+    led.flush(NOW)
+    elapsed = time.perf_counter() - start
+    blocks = led.height() + 1
+    led.close()
+    return {"append_tx_per_s": round(count / elapsed), "append_blocks": blocks,
+            "append_blocks_per_s": round(blocks / elapsed, 1)}
+
+
+def bench_ingest(tmp: Path, blocks: int, verify_rate: float) -> dict[str, float]:
+    src = Ledger.open(tmp / "src.sqlite", Identity.from_seed(b"\x03" * 32),
+                      config=LedgerConfig(max_block_txs=8))
+    for i in range(blocks * 8):
+        src.append(route_tx(i), NOW)
+    src.flush(NOW)
+    dst = Ledger.open(tmp / "dst.sqlite", Identity.from_seed(b"\x04" * 32))
+    start = time.perf_counter()
+    result = sync_pair(dst, src, NOW)
+    elapsed = time.perf_counter() - start
+    assert result.error is None and dst.height() == -1 and len(dst.heads()) == 1
+    got = result.initiator.stats.blocks_in
+    per_s = got / elapsed
+    out = {"ingest_blocks": got, "ingest_blocks_per_s": round(per_s),
+           "ingest_vs_raw_verify": round(per_s / verify_rate, 3),
+           "ingest_block_bytes": round(result.initiator.stats.block_bytes_in / got),
+           "wire_bytes_one_feed": result.wire_bytes,
+           "missing_block_bytes_one_feed": result.initiator.stats.block_bytes_in,
+           "wire_ratio_one_feed": round(result.wire_bytes
+                                        / result.initiator.stats.block_bytes_in, 4)}
+    src.close()
+    dst.close()
+    return out
+
+
+def many_feeds(n: int) -> list[bytes]:
+    return [Block.create(Identity.from_seed((1000 + k).to_bytes(32, "big")), 0, GENESIS_PREV,
+                         int(NOW * 1000), (route_tx(k),)).raw for k in range(n)]
+
+
+def bench_round_trips(feeds: list[bytes]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for diff in (1, 100):
+        a = Ledger.open(":memory:", Identity.from_seed(b"\x05" * 32))
+        b = Ledger.open(":memory:", Identity.from_seed(b"\x06" * 32))
+        a.receive_blocks(feeds, NOW)
+        b.receive_blocks(feeds[diff:], NOW)
+        result = sync_pair(b, a, NOW)
+        s = result.initiator.stats
+        assert result.error is None and s.blocks_in == diff
+        out[f"diff_{diff}_of_{len(feeds)}"] = {
+            "round_trips_to_find": s.recon_messages / 2,
+            "round_trips_total": result.messages / 2,
+            "wire_bytes": result.wire_bytes,
+            "missing_block_bytes": s.block_bytes_in,
+            "wire_ratio": round(result.wire_bytes / s.block_bytes_in, 3),
+            "overhead_bytes": result.wire_bytes - s.block_bytes_in,
+        }
+        a.close()
+        b.close()
+    return out
+
+
+def bench_wire_diverged(tmp: Path) -> dict[str, Any]:
+    """1,000 shared feeds; 100 of them are 20 blocks (8 tx each) ahead on one side."""
+    a = Ledger.open(":memory:", Identity.from_seed(b"\x07" * 32))
+    b = Ledger.open(":memory:", Identity.from_seed(b"\x08" * 32))
+    base = many_feeds(1000)
+    a.receive_blocks(base, NOW)
+    b.receive_blocks(base, NOW)
+    extra: list[bytes] = []
+    for k in range(100):
+        who = Identity.from_seed((1000 + k).to_bytes(32, "big"))
+        head = a.store.head(who.public_key)
+        assert head is not None
+        prev = head.hash
+        for h in range(1, 21):
+            blk = Block.create(who, h, prev, int(NOW * 1000),
+                               tuple(route_tx(h * 8 + j) for j in range(8)))
+            extra.append(blk.raw)
+            prev = blk.hash
+    a.receive_blocks(extra, NOW)
+    result = sync_pair(b, a, NOW)
+    s = result.initiator.stats
+    assert result.error is None and s.blocks_in == 2000
+    return {"feeds": 1000, "differing_feeds": 100, "missing_blocks": s.blocks_in,
+            "wire_bytes": result.wire_bytes, "missing_block_bytes": s.block_bytes_in,
+            "wire_ratio": round(result.wire_bytes / s.block_bytes_in, 4),
+            "round_trips": result.messages / 2}
+
+
+async def run_agents(port: int, key: bytes, agents: list[Ledger]) -> dict[str, Any]:
+    cfg = SyncConfig(fetch=False)
+
+    async def one(led: Ledger) -> float:
+        result = await sync_with_backhaul(led, "127.0.0.1", port, backhaul_key=key,
+                                          config=cfg, timeout=600)
+        assert result.stats.blocks_out == 100, result.stats
+        return result.seconds
+
+    start = time.perf_counter()
+    times = await asyncio.gather(*(one(led) for led in agents))
+    elapsed = time.perf_counter() - start
+    ordered = sorted(times)
+    return {"agents": len(agents), "blocks": 100 * len(agents), "seconds": round(elapsed, 2),
+            "blocks_per_s": round(100 * len(agents) / elapsed),
+            "p50_sync_s": round(statistics.median(ordered), 2),
+            "p99_sync_s": round(ordered[int(0.99 * (len(ordered) - 1))], 2)}
+
+
+def make_agents(count: int) -> list[Ledger]:
+    agents = []
+    for k in range(count):
+        led = Ledger.open(":memory:", Identity.from_seed((50_000 + k).to_bytes(32, "big")),
+                          config=LedgerConfig(max_block_txs=4))
+        for i in range(400):
+            led.append(route_tx(i), NOW)
+        led.flush(NOW)
+        agents.append(led)
+    return agents
+
+
+def bench_backhaul(tmp: Path, db: str, count: int) -> dict[str, Any]:
+    from ledger.backhaul.cli import open_store
+
+    store = open_store(db)
+    if db.startswith("postgresql"):
+        from ledger.pgstore import PostgresStore
+
+        assert isinstance(store, PostgresStore)
+        store.drop_all()
+        store.close()
+        store = open_store(db)
+    agents = make_agents(count)
+    for led in agents:
+        store.enrol(led.author, "bench", 0)
+    store.close()
+    proc = subprocess.Popen([sys.executable, "-m", "ledger.backhaul.cli", "serve", "--listen",
+                             "127.0.0.1:0", "--db", db, "--key", str(tmp / "bh.key"),
+                             "--checkpoint-interval", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    try:
+        out = asyncio.run(run_agents(int(info["port"]), bytes.fromhex(info["key"]), agents))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+        for led in agents:
+            led.close()
+    return out
+
+
+def postgres_available() -> str | None:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_DSN, connect_timeout=2).close()
+    except Exception as exc:  # no server: report why instead of a figure
+        return str(exc).splitlines()[0]
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    quick = args.quick
+    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                       "platform": platform.platform()}}
+    out["raw"] = raw_rates()
+    verify_rate = max(out["raw"]["nacl_verify_per_s"], out["raw"]["cryptography_verify_per_s"])
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        out["append"] = bench_append(tmp, 20_000 if quick else 100_000)
+        out["ingest"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate)
+        out["round_trips"] = bench_round_trips(many_feeds(2_000 if quick else 10_000))
+        out["wire_diverged"] = bench_wire_diverged(tmp)
+        agents = 50 if quick else args.agents
+        out["backhaul_sqlite"] = bench_backhaul(tmp, f"sqlite:{tmp / 'bh.sqlite'}", agents)
+        why = "disabled" if args.no_postgres else postgres_available()
+        out["backhaul_postgresql"] = (bench_backhaul(tmp, PG_DSN, agents) if why is None
+                                      else {"skipped": why})
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
