@@ -10,6 +10,7 @@ parent chain, and always kept: a record that is not permitted is stored flagged,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ledger.contracts import lifecycle
@@ -47,7 +48,8 @@ class Agreement(Template):
         if not isinstance(out["title"], str) or len(out["title"]) > 200:
             raise InvalidTransaction("title must be text of at most 200 characters")
         if "rules" in params:
-            out["rules"] = parse_rules(params["rules"]).to_data()
+            checked = parse_rules(params["rules"]).to_data()
+            out["rules"] = {k: v for k, v in checked.items() if k in params["rules"]}
         children = params.get("children", [])
         if not isinstance(children, list) or any(c != self.NAME for c in children):
             raise InvalidTransaction(f"children may only be [{self.NAME!r}]")
@@ -68,7 +70,12 @@ class Agreement(Template):
         if record["parent"] is not None:
             base = Rules.from_data(lifecycle.load(state, record["parent"])["rules"])
         own = record["params"].get("rules")
-        rules = base.narrowed_by(parse_rules(own) if own is not None else None)
+        narrow = None
+        if own is not None:
+            narrow = parse_rules(own)
+            if "period_ms" not in own:
+                narrow = replace(narrow, period_ms=base.period_ms)
+        rules = base.narrowed_by(narrow)
         return {**record, "rules": rules.to_data()}
 
     def call_record_usage(self, ctx: Context, state: StateView, cid: str,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ledger.contracts import Engine
 from ledger.contracts import payloads as P
 from ledger.contracts.harness import Feed
-from ledger.contracts.tokens import fee_for, quote_fee
+from ledger.contracts.tokens import fee_for, quote_fee, window_volume, with_entry
 from ledger.contracts.tx import Checkpoint
 
 T0 = 1_764_000_000_000
@@ -214,3 +214,16 @@ def test_no_balance_or_hold_ever_goes_negative(ops, rng):
             assert value >= held.get("h/" + key[2:], 0)
     assert all(v >= 0 for v in held.values())
     assert sum(v for k, v in result.state.items() if k.startswith("b/")) == 150
+
+
+def test_settled_history_keeps_running_totals_in_time_order() -> None:
+    history: list[list[int]] = []
+    for t, a in ((10, 5), (20, 7), (30, 11)):
+        history = with_entry(history, t, a)
+    assert history == [[10, 5, 5], [20, 7, 12], [30, 11, 23]]
+    assert window_volume(history, 30, 15) == 7            # [15, 30)
+    assert window_volume(history, 31, 100) == 23
+    assert window_volume(history, 10, 100) == 0
+    late = with_entry(history, 15, 100)                     # out of order: totals redone
+    assert late == [[10, 5, 5], [15, 100, 105], [20, 7, 112], [30, 11, 123]]
+    assert window_volume(late[1:], 25, 11) == 107           # a pruned prefix still works

@@ -114,3 +114,17 @@ def test_charging_module_record_shape_is_accepted(nodes):
     result = Engine().replay([create, nodes.op.tx(P.call(cid, "record_usage", record=record),
                                                   T0 + 1)])
     assert records(result, cid)[0]["wh"] == wh
+
+
+def test_child_keeps_the_parents_period_unless_it_sets_its_own(nodes):
+    cid, create = agreement(nodes, {"period_ms": 3_600_000, "limit_wh": 5_000})
+    same = {"rules": {"limit_wh": 4_000}}
+    own = {"rules": {"period_ms": 60_000}}
+    txs = [create,
+           nodes.v1.tx(P.call(cid, "spawn", template="agreement", slot="a", params=same), T0 + 1),
+           nodes.v1.tx(P.call(cid, "spawn", template="agreement", slot="b", params=own), T0 + 2)]
+    result = Engine().replay(txs)
+    a = result.state[f"c/{P.child_id(cid, 'agreement', 'a', same)}"]["rules"]
+    b = result.state[f"c/{P.child_id(cid, 'agreement', 'b', own)}"]["rules"]
+    assert (a["period_ms"], a["limit_wh"]) == (3_600_000, 4_000)
+    assert (b["period_ms"], b["limit_wh"]) == (60_000, 5_000)
