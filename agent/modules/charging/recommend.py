@@ -37,6 +37,7 @@ PRESETS: Mapping[str, Mapping[str, float]] = {
 }
 SOURCE_NAMES: Mapping[str, str] = {"solar": "SOLAR", "wind": "WIND", "water": "WATER",
                                    "hydro": "WATER", "green": "GENERAL_GREEN"}
+EXPLAIN_LIMIT = 200  # excluded facilities listed on request, nearest first
 EXCLUSION_REASONS = ("beyond range", "private", "not open", "no compatible connector",
                      "no free EVSE with a compatible connector", "below minimum renewable share")
 
@@ -159,7 +160,7 @@ class RecommendResult:
     range_km: float  # road km drivable before the safety margin
     recommendations: tuple[Recommendation, ...]
     excluded: Mapping[str, int]  # reason -> count (all facilities in the index)
-    exclusions: tuple[Exclusion, ...]  # detail, when asked for (explain=True)
+    exclusions: tuple[Exclusion, ...]  # nearest EXPLAIN_LIMIT, when asked (explain=True)
     considered: int  # facilities that passed the filters
 
     def plan_id(self) -> str:
@@ -316,7 +317,14 @@ def recommend(index: FacilityIndex, vehicle: Vehicle, *, soc: float, latitude: f
             loc = index.locations[idx[j]]
             details.append(Exclusion(loc.id, loc.name, float(dist[j]),
                                      EXCLUSION_REASONS[reason[j]]))
+        outside = np.setdiff1d(np.arange(len(index)), idx, assume_unique=True)
+        far = haversine_km(latitude, longitude, index.lat[outside], index.lon[outside]) \
+            * prefs.road_factor
+        for j in np.argsort(far)[:EXPLAIN_LIMIT]:
+            loc = index.locations[outside[j]]
+            details.append(Exclusion(loc.id, loc.name, float(far[j]), "beyond range"))
         details.sort(key=lambda e: e.distance_km)
+        del details[EXPLAIN_LIMIT:]
     ok = np.flatnonzero(reason < 0)
     recs: list[Recommendation] = []
     if len(ok):
