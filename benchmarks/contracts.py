@@ -6,9 +6,11 @@ The workload is mixed, from `--nodes` vehicles and one operator: usage records c
 against rules (half), scheduled transfers with their linked fee transactions (a third),
 children spawned into competing slots, and role grants. `replay_tx_per_s` is the engine alone
 (canonical sort and final state hash included) over transactions already in memory, in
-wall time and in CPU time of its one thread (the machine may be shared); `rebuild_s` is the whole
-`contracts replay` path: read the contract transactions from a real SQLite ledger (signed
-blocks, one transaction each: the worst case for reading), decode them, and replay.
+wall time and in CPU time of its one thread (the machine may be shared), with the cyclic
+garbage collector paused as `contracts replay` does, and once more with it running.
+`rebuild_s` is the whole `contracts replay` path: read the contract transactions from a
+real SQLite ledger (signed blocks, one transaction each: the worst case for reading),
+decode them, and replay.
 Target (issue 7): replay >= 20,000 tx/s on one core.
 """
 
@@ -33,6 +35,7 @@ from ledger import Ledger, LedgerConfig  # noqa: E402
 from ledger.block import GENESIS_PREV, Block  # noqa: E402
 from ledger.contracts import ContractTx, Engine  # noqa: E402
 from ledger.contracts import payloads as P  # noqa: E402
+from ledger.contracts.cli import gc_paused  # noqa: E402
 from ledger.contracts.harness import Feed  # noqa: E402
 from ledger.contracts.source import LedgerSource  # noqa: E402
 
@@ -82,11 +85,17 @@ def workload(n: int, nodes: int, seed: int) -> tuple[list[ContractTx], list[Feed
 def bench_engine(txs: list[ContractTx]) -> dict[str, float]:
     shuffled = list(txs)
     random.Random(1).shuffle(shuffled)
-    start, cpu = time.perf_counter(), time.process_time()
-    result = Engine().replay(shuffled)
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    with gc_paused():
+        start, cpu = time.perf_counter(), time.process_time()
+        result = Engine().replay(shuffled)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    start = time.perf_counter()
+    Engine().replay(shuffled)
+    with_gc = time.perf_counter() - start
     return {"replay_s": round(elapsed, 3), "replay_tx_per_s": round(len(txs) / elapsed),
             "replay_cpu_s": round(cpu, 3), "replay_tx_per_cpu_s": round(len(txs) / cpu),
+            "replay_with_gc_s": round(with_gc, 3),
+            "replay_with_gc_tx_per_s": round(len(txs) / with_gc),
             "failed": result.failed, "history_entries": len(result.history),
             "state_keys": len(result.state), "state_hash": result.state_hash}
 
@@ -111,12 +120,14 @@ def bench_ledger(txs: list[ContractTx], feeds: list[Feed]) -> dict[str, float | 
         blocks.sort(key=lambda b: (b.author, b.height))
         led.store.put_blocks(blocks)
         written = time.perf_counter() - start
+        del blocks
         source = LedgerSource(led)
-        start = time.perf_counter()
-        loaded = source.contract_txs()
-        read = time.perf_counter() - start
-        result = Engine().replay(loaded, source.checkpoints())
-        total = time.perf_counter() - start
+        with gc_paused():
+            start = time.perf_counter()
+            loaded = source.contract_txs()
+            read = time.perf_counter() - start
+            result = Engine().replay(loaded, source.checkpoints())
+            total = time.perf_counter() - start
         size = os.path.getsize(Path(tmp) / "node.sqlite")
         led.close()
     return {"ledger_sign_and_store_s": round(written, 2), "ledger_read_s": round(read, 3),
