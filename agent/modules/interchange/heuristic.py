@@ -296,13 +296,14 @@ class _Planner:
             slots_a = sorted((t for t in range(arrive_first, leave_a) if self.surplus[ai][t] > 0),
                              key=lambda t: (site_a.export_price[t], t))
             for t in slots_a:
-                if want <= 0:
-                    break
-                take = int(min(p_ch, self.surplus[ai][t], want))
+                worth_storing = site_a.export_price[t] / 1000.0 < self.sv * v.efficiency
+                limit = room if worth_storing else min(want, room)
+                take = int(min(p_ch, self.surplus[ai][t], limit))
                 if take <= 0:
                     continue
                 charge[t] = take
                 want -= take
+                room -= take
                 value -= take * site_a.export_price[t] / 1000.0
                 e += take * v.efficiency
             e -= sc.travel_wh(v, a, b)
