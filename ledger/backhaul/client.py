@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ledger.backhaul import protocol as p
 from ledger.checkpoint import Checkpoint, decode_checkpoint, verify_proofs
@@ -41,21 +42,42 @@ async def _read(reader: asyncio.StreamReader, timeout: float) -> tuple[int, byte
     return p.split(body)
 
 
+class FrameWriter(Protocol):
+    """The writing half the client needs: asyncio.StreamWriter, or a mesh stream endpoint."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
 async def sync_with_backhaul(ledger: Ledger, host: str, port: int, *,
                              backhaul_key: bytes | None = None,
                              ssl_context: ssl.SSLContext | None = None,
                              timeout: float = 30.0,
                              proofs_for: Sequence[bytes] | None = None,
                              config: SyncConfig | None = None) -> SyncResult:
-    """One sync with the backhaul at host:port.
+    """One sync with the backhaul at host:port over TCP (TLS with `ssl_context`).
 
     `backhaul_key` pins the server's Ed25519 key (recommended; None trusts the key the server
     shows for this sync). Raises `AuthError` when refused, `SyncError` when either side cut the
     session, `CheckpointError` for a bad checkpoint; blocks received before that stay stored.
     """
-    started = time.monotonic()
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port, ssl=ssl_context, limit=p.MAX_FRAME_BYTES), timeout)
+    return await sync_over(ledger, reader, writer, backhaul_key=backhaul_key, timeout=timeout,
+                           proofs_for=proofs_for, config=config)
+
+
+async def sync_over(ledger: Ledger, reader: asyncio.StreamReader, writer: FrameWriter, *,
+                    backhaul_key: bytes | None = None, timeout: float = 30.0,
+                    proofs_for: Sequence[bytes] | None = None,
+                    config: SyncConfig | None = None) -> SyncResult:
+    """The backhaul protocol over any byte stream (TCP, or a mesh stream through a gateway)."""
+    started = time.monotonic()
     try:
         kind, payload = await _read(reader, timeout)
         if kind != p.F_HELLO:

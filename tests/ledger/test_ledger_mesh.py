@@ -1,0 +1,117 @@
+"""Reliable streams over a lossy mesh, and a device syncing with the backhaul through a gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger, Transaction
+from ledger.backhaul.mesh import GatewayRelay, MeshSyncClient
+from ledger.backhaul.server import BackhaulServer, ServerConfig
+from ledger.meshlink import MeshStream, StreamConfig, StreamError, is_ledger_payload
+from ledger.store import SqliteStore
+from ledger.tx import default_registry
+from mesh.identity import Identity
+
+LOSS = 0.1
+
+
+def shuttle(a: MeshStream, b: MeshStream, rng: random.Random, loss: float, now: float) -> float:
+    """Move payloads both ways (dropping some) until both are quiet; fire timers by hand."""
+    for _ in range(10_000):
+        moved = False
+        for src, dst in ((a, b), (b, a)):
+            for payload in src.datagrams_to_send(now):
+                moved = True
+                assert len(payload) <= 1200 and is_ledger_payload(payload)
+                if rng.random() >= loss:
+                    dst.receive(payload, now)
+        if not moved:
+            deadlines = [t for t in (a.get_timer(), b.get_timer()) if t is not None]
+            if not deadlines:
+                return now
+            now = min(deadlines)
+            a.handle_timer(now)
+            b.handle_timer(now)
+    raise AssertionError("streams did not settle")
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.2])
+def test_stream_delivers_in_order_over_a_lossy_mesh(loss: float) -> None:
+    rng = random.Random(4)
+    a, b = MeshStream(b"s" * 8), MeshStream(b"s" * 8)
+    data_ab = bytes(rng.randrange(256) for _ in range(30_000))
+    data_ba = b"reply" * 3000
+    a.write(data_ab)
+    b.write(data_ba)
+    end = shuttle(a, b, rng, loss, 0.0)
+    assert b.read() == data_ab and a.read() == data_ba
+    assert a.unsent == b.unsent == 0
+    assert (a.retransmissions > 0) == (loss > 0) and end >= 0
+
+
+def test_stream_gives_up_without_acks_and_resets_tell_the_peer() -> None:
+    a = MeshStream(b"t" * 8, config=StreamConfig(rto_s=1.0, max_retries=2))
+    a.write(b"x" * 10)
+    now = 0.0
+    a.datagrams_to_send(now)
+    with pytest.raises(StreamError):
+        for _ in range(5):
+            now = a.get_timer() or now
+            a.handle_timer(now)
+            a.datagrams_to_send(now)
+            a.write(b"")
+    b = MeshStream(b"t" * 8)
+    [reset] = a.datagrams_to_send(now)
+    b.receive(reset, now)
+    assert b.failed and "reset by peer" in str(b.error)
+
+
+def test_device_syncs_with_the_backhaul_through_a_gateway(tmp_path: Path) -> None:
+    device = Ledger.open(tmp_path / "device.sqlite", Identity.from_seed(b"\x11" * 32))
+    for i in range(60):
+        device.append(Transaction("mesh.manet_left", {"t": float(i)}))
+        device.flush()
+    store = SqliteStore(tmp_path / "backhaul.sqlite")
+    store.enrol(device.author, "device", 0)
+    hub = Identity.from_seed(b"\x22" * 32)
+    rng = random.Random(9)
+    gateway_id, device_id = b"G" * 8, device.identity.node_id
+
+    async def scenario() -> None:
+        server = BackhaulServer(store, hub, default_registry(),
+                                config=ServerConfig(checkpoint_interval_s=0))
+        port = await server.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        fast = StreamConfig(rto_s=0.05)
+
+        def lossy(deliver: object, *args: object) -> None:
+            if rng.random() >= LOSS:  # the mesh loses some payloads
+                loop.call_soon(deliver, *args)  # type: ignore[arg-type]
+
+        client = MeshSyncClient(device, lambda pl: lossy(relay.on_backhaul_data, device_id, pl),
+                                config=fast)
+        relay = GatewayRelay("127.0.0.1", port,
+                             lambda dest, pl: lossy(client.on_payload, pl), config=fast)
+        try:
+            result = await asyncio.wait_for(client.sync(backhaul_key=hub.public_key,
+                                                        timeout=20), 60)
+            assert result.state == "complete" and result.stats.blocks_out == 60
+            assert result.checkpoint is not None and result.finalized == 1
+            assert relay.counters["opened"] == 1
+            assert gateway_id not in relay.streams
+        finally:
+            await asyncio.sleep(0.1)
+            await server.close()
+
+    try:
+        asyncio.run(scenario())
+        head = store.head(device.author)
+        assert head is not None and head.height == 59
+        assert device.store.checkpointed_height(device.author) == 59
+    finally:
+        device.close()
+        store.close()
