@@ -32,7 +32,11 @@ def _add_socket_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
 
-def build_parser() -> argparse.ArgumentParser:
+OWN_COMMANDS = frozenset({"run", "check-config", "keygen", "status", "routes", "neighbours",
+                          "peers", "inbox", "send", "ping"})
+
+
+def build_parser(others: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="manet-agent",
                                      description="Field mesh agent (MANET over BLE/Wi-Fi).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -64,13 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("-c", "--count", type=int, default=3)
     ping.add_argument("--timeout", type=float, default=5.0)
 
-    register_others(sub)
+    if others:
+        register_others(sub)
     return parser
 
 
 def register_others(sub: Any) -> None:
-    """Subcommands owned by the other parts of the system (each has `register(subparsers)`)."""
-    # Added as they landed; see docs/agent.md for those not present yet.
+    """Subcommands owned by the other parts of the system (each has `register(subparsers)`).
+
+    Imported here, not at the top: together they load numpy and scipy (about 60 MB), which
+    `manet-agent run` must not carry; `main()` only builds them for their own commands.
+    """
+    import agent.modules.charging.cli
+    import agent.modules.interchange.cli
+    import ledger.cli
+    import ledger.contracts.cli
+
+    ledger.cli.register(sub)
+    ledger.contracts.cli.register(sub)
+    agent.modules.charging.cli.register(sub)
+    agent.modules.interchange.cli.register(sub)
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -139,8 +156,10 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    first = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(others=first not in OWN_COMMANDS)
+    args = parser.parse_args(words)
     try:
         if hasattr(args, "func"):  # a subcommand registered by another package
             return int(args.func(args) or 0)

@@ -332,3 +332,19 @@ def test_state_floor_survives_a_clock_set_back(tmp_path: Path) -> None:
     (tmp_path / "agent-state.json").write_text("{]")
     with pytest.raises(StateError):
         AgentState(tmp_path).load()
+
+
+def test_other_subcommands_are_registered_but_not_loaded_for_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    helptext = subprocess.run([sys.executable, "-m", "agent.cli", "--help"], capture_output=True,
+                              text=True, check=True).stdout
+    for name in ("ledger", "contracts", "charging", "interchange"):
+        assert name in helptext
+    code = ("import sys; from agent import cli; cli.main(['check-config', '--config', "
+            f"{str(tmp_path / 'a.toml')!r}]); print('numpy' in sys.modules)")
+    (tmp_path / "a.toml").write_text("")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines()[-1] == "False"
