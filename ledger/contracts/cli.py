@@ -2,13 +2,16 @@
 
     contracts show [--json]                 state hash, final hash, contracts, balances
     contracts history [--contract ID] [-n N]
-    contracts replay                        rebuild from an empty state, with timing
+    contracts replay                        rebuild from an empty state, with timing, and
+                                            check it against the final-state snapshot
     contracts pending [--all]               provisional contracts this node may audit
     contracts approve|reject ID --reason TEXT
     contracts submit --body JSON            append any contract transaction (create, call)
 
 The ledger file and key come from --ledger/--key, or from the agent's --config
-(node.key_file, ledger.path or <node.state_dir>/ledger.sqlite).
+(node.key_file, ledger.path or <node.state_dir>/ledger.sqlite). Commands replay from the
+final-state snapshot beside the ledger (<ledger>.contracts-final) and refresh it when more
+has become final; `replay` starts from nothing.
 Exit codes: 0 success, 1 runtime failure (no ledger, refused transaction), 2 usage error.
 """
 
@@ -24,8 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ledger.contracts import snapshot
 from ledger.contracts.engine import Engine, Replay
+from ledger.contracts.errors import StoreError
+from ledger.contracts.snapshot import Snapshot
 from ledger.contracts.source import LedgerSource
+from ledger.contracts.tx import ContractTx
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from mesh.identity import Identity, IdentityError
@@ -64,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--ledger", default=None, help="ledger SQLite file")
         p.add_argument("--key", default=None, help="this node's key file")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--snapshot", default=None,
+                       help="final-state snapshot file (default: <ledger>.contracts-final)")
+        p.add_argument("--no-snapshot", action="store_true",
+                       help="neither read nor write the snapshot")
         p.set_defaults(func=run)
 
     show = sub.add_parser("show", help="current state: hashes, contracts, balances")
@@ -103,6 +114,40 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
         ledger_path = ledger_path or cfg.ledger.path or str(
             Path(cfg.node.state_dir) / "ledger.sqlite")
     return Path(ledger_path), Path(key_path)
+
+
+class _Replayer:
+    """Replays a ledger from its final-state snapshot, and saves a newer one when more of
+    the ledger has become final (see snapshot.py for why)."""
+
+    def __init__(self, args: argparse.Namespace, source: LedgerSource) -> None:
+        self.source = source
+        self.path: Path | None = None
+        self.base: Snapshot | None = None
+        if not args.no_snapshot:
+            self.path = Path(args.snapshot) if args.snapshot else Path(
+                str(_paths(args)[0]) + ".contracts-final")
+            try:
+                self.base = snapshot.load(self.path)
+            except StoreError as exc:
+                raise CliError(f"{exc} (move {self.path} away, or use --no-snapshot)") from exc
+
+    def replay(self, as_of_ms: int | None = None, *, txs: list[ContractTx] | None = None,
+               base: bool = True) -> Replay:
+        with gc_paused():
+            result = Engine().replay(self.source.contract_txs() if txs is None else txs,
+                                     self.source.checkpoints(), as_of_ms=as_of_ms,
+                                     base=self.base if base else None)
+        if base and self.path is not None and result.final_total > (
+                self.base.count if self.base is not None else 0):
+            newer = result.snapshot()
+            if newer is not None:
+                try:
+                    snapshot.save(self.path, newer)
+                except OSError as exc:
+                    raise CliError(f"cannot write snapshot {self.path}: {exc}") from exc
+                self.base = newer
+        return result
 
 
 def _open(args: argparse.Namespace) -> Ledger:
@@ -155,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     data: Any
     with _open(args) as led:
         source = LedgerSource(led)
+        replayer = _Replayer(args, source)
         if action in ("approve", "reject", "submit"):
             if action == "submit":
                 try:
@@ -162,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
                 except json.JSONDecodeError as exc:
                     raise CliError(f"--body is not JSON: {exc}") from exc
             else:
-                current = Engine().replay(source.contract_txs(), source.checkpoints())
+                current = replayer.replay()
                 mine = {c["id"] for c in current.pending_for(led.identity.hex_id)}
                 if args.contract not in mine:
                     raise CliError(f"{args.contract} is not a provisional contract that "
@@ -173,19 +219,18 @@ def _run(args: argparse.Namespace) -> int:
                 tx = source.submit(body, time.time())
             except LedgerError as exc:
                 raise CliError(f"refused by the ledger: {exc}") from exc
-            result = Engine().replay(source.contract_txs(), source.checkpoints())
+            result = replayer.replay()
             entry = next(h for h in result.history if h.tx_id == tx.tx_id.hex())
             data = {"tx": entry.tx_id, "ok": entry.ok, "code": entry.code,
                     "message": entry.message, "events": [e.kind for e in entry.events]}
             _print(args, data, f"{entry.tx_id[:16]} {entry.code} {entry.message}".rstrip())
             return 0 if entry.ok else 1
         started = time.perf_counter()
-        with gc_paused():
-            txs = source.contract_txs()
-            loaded = time.perf_counter()
-            result = Engine().replay(txs, source.checkpoints(),
-                                     as_of_ms=getattr(args, "as_of_ms", None))
-            done = time.perf_counter()
+        txs = source.contract_txs()
+        loaded = time.perf_counter()
+        result = replayer.replay(getattr(args, "as_of_ms", None), txs=txs,
+                                 base=action != "replay")
+        done = time.perf_counter()
         if action == "show":
             data = summary(result)
             lines = [f"state {data['state_hash']}", f"final {data['final_hash']}",
@@ -216,6 +261,10 @@ def _run(args: argparse.Namespace) -> int:
                     "replay_s": round(done - loaded, 4),
                     "tx_per_s": round(len(txs) / max(done - loaded, 1e-9)),
                     "state_hash": result.state_hash, "final_hash": result.final_hash}
+            if replayer.base is not None:
+                resumed = replayer.replay(txs=txs)
+                data["snapshot_state_hash"] = resumed.state_hash
+                data["snapshot_agrees"] = resumed.state_hash == result.state_hash
             _print(args, data, " ".join(f"{k}={v}" for k, v in data.items()))
         else:
             me = None if args.all else led.identity.hex_id

@@ -33,6 +33,7 @@ from ledger.contracts.errors import (
 )
 from ledger.contracts.model import ANYONE, Context, Event, Meter, Result, StateView, Template
 from ledger.contracts.payloads import PAYLOAD_VERSION
+from ledger.contracts.snapshot import Snapshot, TimerRow
 from ledger.contracts.tokens import Tokens
 from ledger.contracts.tx import NOT_FINAL, Checkpoint, ContractTx, canonical_order
 
@@ -70,7 +71,24 @@ class Replay:
     state_hash: str
     final_hash: str
     final_count: int
+    """Transactions of this replay's history that are final."""
     final_state: dict[str, Any] = field(default_factory=dict)
+    final_heights: dict[bytes, int] = field(default_factory=dict)
+    """Per author node id, the highest feed height in the final state."""
+    final_time_ms: int | None = None
+    final_timers: tuple[TimerRow, ...] = ()
+    final_timer_seq: int = 0
+    final_total: int = 0
+    """Final transactions including those a base snapshot covered."""
+
+    def snapshot(self) -> Snapshot | None:
+        """The final state as a snapshot to replay from later (None: nothing final)."""
+        if self.final_time_ms is None:
+            return None
+        raw = codec.encode(self.final_state)
+        return Snapshot(heights=dict(self.final_heights), time_ms=self.final_time_ms,
+                        raw_state=raw, state_hash=self.final_hash, timers=self.final_timers,
+                        timer_seq=self.final_timer_seq, count=self.final_total)
 
     @property
     def applied(self) -> int:
@@ -107,31 +125,44 @@ class Engine:
         self.step_budget = step_budget
 
     def replay(self, txs: Iterable[ContractTx], checkpoints: Sequence[Checkpoint] = (),
-               as_of_ms: int | None = None) -> Replay:
-        """Rebuild state from nothing. `as_of_ms` (default: newest block or checkpoint time)
-        is the time up to which scheduled timers fire at the end."""
-        ordered = canonical_order(txs, checkpoints)
+               as_of_ms: int | None = None, base: Snapshot | None = None) -> Replay:
+        """Rebuild state from nothing, or from `base` (transactions it covers are skipped).
+
+        `as_of_ms` (default: newest block or checkpoint time) is the time up to which
+        scheduled timers fire at the end.
+        """
         run = _Run(self)
         cp_time = max((c.time_ms for c in checkpoints), default=None)
-        final_hash = state_hash({})
-        final_state: dict[str, Any] = {}
-        final_count = 0
+        heights: dict[bytes, int] = {}
+        if base is not None:
+            run.state = base.state()
+            run.timers = [(*t[:5], dict(t[5])) for t in base.timers]
+            heapq.heapify(run.timers)
+            run.seq = base.timer_seq
+            txs = [tx for tx in txs if not base.covers(tx)]
+            cp_time = max(cp_time if cp_time is not None else base.time_ms, base.time_ms)
+            heights.update(base.heights)
+        ordered = canonical_order(txs, checkpoints)
         in_final = True
         latest = cp_time if cp_time is not None else 0
         for epoch, tx in ordered:
             if in_final and epoch == NOT_FINAL:
                 in_final = False
-                final_hash, final_state = run.seal_final(cp_time)
-                final_count = len(run.history)
+                run.seal_final(cp_time)
             latest = max(latest, tx.time_ms)
             run.fire_timers(tx.time_ms - 1, final=in_final and epoch != NOT_FINAL)
             run.apply(tx, final=epoch != NOT_FINAL)
+            if epoch != NOT_FINAL:
+                heights[tx.author] = max(heights.get(tx.author, -1), tx.height)
         if in_final:
-            final_hash, final_state = run.seal_final(cp_time)
-            final_count = len(run.history)
+            run.seal_final(cp_time)
         run.fire_timers(latest if as_of_ms is None else as_of_ms, final=False)
         return Replay(state=run.state, history=run.history, state_hash=state_hash(run.state),
-                      final_hash=final_hash, final_count=final_count, final_state=final_state)
+                      final_hash=run.final_hash, final_count=run.final_count,
+                      final_state=run.final_state, final_heights=heights,
+                      final_time_ms=cp_time, final_timers=run.final_timers,
+                      final_timer_seq=run.final_seq,
+                      final_total=(base.count if base is not None else 0) + run.final_count)
 
 
 class _Run:
@@ -142,14 +173,24 @@ class _Run:
         self.budget = engine.step_budget
         self.state: dict[str, Any] = {}
         self.history: list[HistoryEntry] = []
-        self.timers: list[tuple[int, int, str, str, str, dict[str, Any]]] = []
+        self.timers: list[TimerRow] = []
         self.seq = 0
+        self.final_hash = state_hash({})
+        self.final_state: dict[str, Any] = {}
+        self.final_count = 0
+        self.final_timers: tuple[TimerRow, ...] = ()
+        self.final_seq = 0
 
-    def seal_final(self, cp_time: int | None) -> tuple[str, dict[str, Any]]:
+    def seal_final(self, cp_time: int | None) -> None:
+        """Close the final prefix: fire the timers due by the checkpoint, keep its state."""
         if cp_time is None:
-            return state_hash({}), {}
+            return
         self.fire_timers(cp_time, final=True)
-        return state_hash(self.state), copy.deepcopy(self.state)
+        self.final_hash = state_hash(self.state)
+        self.final_state = copy.deepcopy(self.state)
+        self.final_count = sum(1 for h in self.history if h.op != "timer")
+        self.final_timers = tuple(sorted((*t[:5], dict(t[5])) for t in self.timers))
+        self.final_seq = self.seq
 
     def fire_timers(self, now_ms: int, *, final: bool) -> None:
         while self.timers and self.timers[0][0] <= now_ms:

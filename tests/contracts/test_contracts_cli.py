@@ -86,3 +86,33 @@ def test_bad_input_is_a_clear_error(setup: dict[str, str], tmp_path: Path,
     call = P.call("000000000000000000000000", "approve", reason="x")
     assert run("contracts", "submit", *owner, "--body", json.dumps(call)) == 1
     assert "unknown_contract" in capsys.readouterr().out
+
+
+def test_snapshot_is_written_when_state_becomes_final(setup: dict[str, str],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger.checkpoint import Checkpoint, MerkleTree
+
+    owner = ("--ledger", setup["db"], "--key", setup["owner"])
+    body = P.create("agreement", {"title": "pilot"})
+    assert run("contracts", "submit", *owner, "--body", json.dumps(body)) == 0
+    snap = Path(setup["db"] + ".contracts-final")
+    assert run("contracts", "show", *owner) == 0
+    assert not snap.exists()                                  # nothing final yet
+    backhaul = Identity.from_seed(b"backhaul".ljust(32, b"\0"))
+    with Ledger.open(setup["db"], Identity.load(setup["owner"])) as led:
+        tree = MerkleTree(led.store.heads())
+        cp = Checkpoint.create(backhaul, 1, 2**41, tree)
+        led.store.put_checkpoint(cp.backhaul, cp.seq, cp.time_ms, cp.root, cp.raw, tree.heads)
+    capsys.readouterr()
+    assert run("contracts", "show", *owner, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["final_hash"] == shown["state_hash"]
+    assert [c["final"] for c in shown["contracts"]] == [True]
+    assert snap.exists()
+    assert run("contracts", "replay", *owner, "--json") == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert replayed["snapshot_agrees"] is True
+    snap.write_bytes(b"\x00" + snap.read_bytes()[1:])
+    assert run("contracts", "show", *owner) == 1
+    assert "snapshot" in capsys.readouterr().err
+    assert run("contracts", "show", *owner, "--no-snapshot") == 0
