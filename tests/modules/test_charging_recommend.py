@@ -143,3 +143,22 @@ def test_cli_recommend_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "Cheap DC" in out and "Old CHAdeMO" in out and "why:" in out
     assert _run([*argv[:-2], "--at", "nowhere"]) == 2
+
+
+def test_session_record_follows_the_chosen_plan(index: FacilityIndex) -> None:
+    import cbor2
+
+    from agent.modules.charging.errors import ChargingError
+    from agent.modules.charging.session import ChargingSession
+
+    res = recommend(index, CAR, soc=35, latitude=GENT[0], longitude=GENT[1], when=WHEN)
+    top = res.recommendations[0]
+    session = ChargingSession.planned(res.plan_id(), CAR.id, top, started_at=1_717_400_000)
+    done = session.finished(ended_at=1_717_402_000, metered_wh=30_500, cost_milli=7_320)
+    rec = done.to_record()
+    assert rec["status"] == "completed" and rec["planned_wh"] == top.metered_wh
+    assert cbor2.loads(cbor2.dumps(rec, canonical=True)) == rec
+    assert cbor2.loads(cbor2.dumps(res.to_record(), canonical=True))["plan_id"] == \
+        res.plan_id()
+    with pytest.raises(ChargingError):
+        session.finished(ended_at=0, metered_wh=1, cost_milli=None)
