@@ -405,10 +405,12 @@ def _reasons(i: int, options: list[_Option], metrics: list[dict[str, float]],
         if c == "cost" and o.cost is None:
             out.append(f"cost: not published (weight {w:g}, penalty 1.00)")
             continue
+        if c == "renewable" and o.renewable is None:
+            out.append(f"renewable share: not published, counted as 0% (weight {w:g}, "
+                       f"penalty {norm[c][i]:.2f})")
+            continue
         place = 1 + sum(1 for m in metrics if m[c] < metrics[i][c])
         out.append(f"{labels[c]}: #{place} of {n} (weight {w:g}, penalty {norm[c][i]:.2f})")
-    if o.renewable is None:
-        out.append("energy mix not published")
     if o.co2_estimated:
         out.append("CO2 estimated from the default grid intensity")
     return tuple(out)
