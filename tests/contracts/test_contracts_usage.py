@@ -103,19 +103,6 @@ def test_member_records_only_its_own_usage_and_bad_records_are_refused(nodes):
     assert f"n/{cid}" not in result.state
 
 
-def test_charging_module_record_shape_is_accepted(nodes):
-    """The charging module reports energy in Wh; its record converts to the plain dict."""
-    from agent.modules.charging import ChargingError  # the service this rule names exists
-
-    assert issubclass(ChargingError, Exception)
-    cid, create = agreement(nodes, {"services": ["charging"]})
-    wh = 7_400
-    record = {"service": "charging", "user": nodes.v1.node, "kwh": wh / 1000, "time_ms": T0}
-    result = Engine().replay([create, nodes.op.tx(P.call(cid, "record_usage", record=record),
-                                                  T0 + 1)])
-    assert records(result, cid)[0]["wh"] == wh
-
-
 def test_child_keeps_the_parents_period_unless_it_sets_its_own(nodes):
     cid, create = agreement(nodes, {"period_ms": 3_600_000, "limit_wh": 5_000})
     same = {"rules": {"limit_wh": 4_000}}
