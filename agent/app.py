@@ -29,9 +29,10 @@ from agent.line_monitor import LineMonitor
 from agent.logs import NodeLogger
 from agent.metrics import MetricsServer, Snapshot
 from agent.state import AgentState
+from agent.transports import TransportError
 from agent.transports.udp import interface_addresses, open_udp_link
 from mesh import events as ev
-from mesh.config import WIFI, LinkProfile
+from mesh.config import BLE, BLE_MIN, WIFI, LinkProfile
 from mesh.frames import BACKHAUL
 from mesh.identity import Identity
 from mesh.line import LINE_DOWN, LineStatus
@@ -45,6 +46,17 @@ PING = b"\x00manet-ping"
 PONG = b"\x00manet-pong"
 INBOX_SIZE = 100
 STATE_SAVE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BleEnvironment:
+    """What the BLE link runs on: our peripheral role and bleak's backends and arguments
+    (bumble emulation in tests; BlueZ on a Raspberry Pi)."""
+
+    peripheral: Any
+    bleak_kwargs: dict[str, Any]
+    scanner_backend: Any = None
+    client_backend: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +120,13 @@ class Agent:
     """One running agent. `await agent.start()`, then `await agent.stop()` (or `run()`)."""
 
     def __init__(self, config: AgentConfig, identity: Identity,
-                 log: NodeLogger | None = None) -> None:
-        if not config.udp and not config.sim.enabled:
-            raise ConfigError("udp", "no link configured: add a [[udp]] table or enable [sim]")
+                 log: NodeLogger | None = None, ble: BleEnvironment | None = None) -> None:
+        if not (config.udp or config.sim.enabled or config.ble.enabled
+                or config.wifi_direct.enabled):
+            raise ConfigError("udp", "no link configured: add a [[udp]] table or enable "
+                                     "[sim], [ble] or [wifi_direct]")
+        self.ble_env = ble
+        self.p2p: Any = None
         self.config = config
         self.identity = identity
         self.node_hex = identity.node_id.hex()
@@ -142,6 +158,13 @@ class Agent:
                                  node_traversal_s=WIFI.node_traversal_s, range_m=WIFI.range_m)
             for u in self.config.udp
         }
+        if self.config.ble.enabled:
+            b = self.config.ble
+            base = BLE if b.att_mtu > 23 else BLE_MIN
+            profiles[b.name] = dataclasses.replace(base, mtu=b.att_mtu - 3)
+        if self.config.wifi_direct.enabled:
+            w = self.config.wifi_direct
+            profiles[w.name] = dataclasses.replace(WIFI, mtu=w.mtu)
         if self.config.sim.enabled:
             s = self.config.sim
             profiles[s.name] = LinkProfile(name="sim", mtu=s.mtu, bitrate_bps=WIFI.bitrate_bps,
@@ -165,6 +188,10 @@ class Agent:
             if sim.client.mtu and sim.client.mtu < profiles[sim.iface].mtu:
                 profiles[sim.iface] = dataclasses.replace(profiles[sim.iface],
                                                           mtu=sim.client.mtu)
+        if self.config.ble.enabled:
+            self.links[self.config.ble.name] = self._ble_link()
+        if self.config.wifi_direct.enabled:
+            await self._start_wifi_direct()
         seed = self.config.node.seed
         rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8)))
         self.node = MeshNode(identity=self.identity, rng=rng, now=loop.time(),
@@ -184,6 +211,8 @@ class Agent:
         self.driver.listeners.append(self._on_event)
         for name, link in self.links.items():
             self.driver.add_link(name, link)
+        if self.config.ble.enabled:
+            await self.links[self.config.ble.name].start()
         self.control = ControlServer(self.config.control.socket, self._handlers())
         await self.control.start()
         self.monitor = LineMonitor(self.config.line, self._on_line,
@@ -202,6 +231,39 @@ class Agent:
         self.driver.flush()
         self.log.event("agent_started", links=",".join(self.links), restarts=self.state.restarts,
                        startup_ms=round((loop.time() - self.started) * 1000, 1))
+
+    def _ble_link(self) -> Any:
+        from agent.transports.ble import BleLink
+
+        b = self.config.ble
+        if self.ble_env is None:
+            raise TransportError(
+                "BLE needs a peripheral backend: the BlueZ D-Bus GATT server and advertiser "
+                "are not implemented in this version (see docs/agent.md); the bumble "
+                "emulation is passed in by tests")
+        return BleLink(iface=b.name, node_id=self.identity.node_id, deliver=self._deliver,
+                       peripheral=self.ble_env.peripheral, att_mtu=b.att_mtu,
+                       connect_timeout_s=b.connect_timeout_s, retry_s=b.retry_s,
+                       bleak_kwargs=self.ble_env.bleak_kwargs,
+                       scanner_backend=self.ble_env.scanner_backend,
+                       client_backend=self.ble_env.client_backend)
+
+    async def _start_wifi_direct(self) -> None:
+        from agent.config import UdpSection
+        from agent.wifi_direct import P2PManager, WifiDirectLink, WpaError
+
+        w = self.config.wifi_direct
+        link = WifiDirectLink(iface=w.name, udp=UdpSection(interface="", port=w.port,
+                                                           mtu=w.mtu),
+                              deliver=self._deliver)
+        self.links[w.name] = link
+        self.p2p = P2PManager(ctrl_dir=w.ctrl_dir, interface=w.interface, role=w.role,
+                              on_group=link.group_started, on_group_removed=link.group_removed,
+                              on_log=lambda name, fields: self.log.event(name, **fields))
+        try:
+            await self.p2p.start()
+        except WpaError as exc:
+            raise TransportError(str(exc)) from exc
 
     async def _start_discovery(self) -> None:
         from agent.discovery import Discovery  # zeroconf costs memory: load it only when used
@@ -245,8 +307,13 @@ class Agent:
         self.driver.close()
         if self.ledger is not None:
             self.ledger.close()  # after the last events: the gateway's own line-down is kept
+        if self.p2p is not None:
+            await self.p2p.stop()
         for link in self.links.values():
-            link.close()
+            if hasattr(link, "close_async"):
+                await link.close_async()
+            else:
+                link.close()
         self._save_state()
         for fut in self._pings.values():
             if not fut.done():
@@ -312,6 +379,8 @@ class Agent:
             self.driver.set_line(status)
         if self.discovery is not None:
             self._spawn(self.discovery.update_line(status))
+        if self.config.ble.enabled and self.config.ble.name in self.links:
+            self._spawn(self.links[self.config.ble.name].update_line(status))
 
     def _on_peer(self, node_id: str, peer: Peer | None) -> None:
         if peer is None:

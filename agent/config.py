@@ -87,6 +87,44 @@ class SimSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BleSection:
+    """A BLE link through bleak: adverts for discovery, GATT writes/notifications for frames."""
+
+    enabled: bool = False
+    """Run the BLE link (needs a peripheral backend; see docs/agent.md)."""
+    att_mtu: int = 247
+    """ATT MTU asked for; frames are fragmented to att_mtu - 3 (23 = the BLE default)."""
+    connect_timeout_s: float = 5.0
+    """A connection to a peer that does not answer is given up after this long."""
+    retry_s: float = 10.0
+    """Wait this long before connecting again to a peer that failed."""
+    adapter: str = "hci0"
+    """BlueZ adapter."""
+    name: str = "ble"
+    """The core's name for this link."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WifiDirectSection:
+    """Wi-Fi Direct through wpa_supplicant's P2P control interface, UDP on the group."""
+
+    enabled: bool = False
+    """Run the Wi-Fi Direct link."""
+    ctrl_dir: str = "/run/wpa_supplicant"
+    """wpa_supplicant's control socket directory (ctrl_interface)."""
+    interface: str = "p2p-dev-wlan0"
+    """The P2P device interface whose control socket to use."""
+    role: str = "client"
+    """"go" starts an autonomous group and accepts push-button joins; "client" joins one."""
+    port: int = 4269
+    """UDP port on the group interface."""
+    mtu: int = 1400
+    """Largest mesh frame in one datagram."""
+    name: str = "wifi-direct"
+    """The core's name for this link."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DiscoverySection:
     """zeroconf (mDNS/DNS-SD) service advertisement and browsing."""
 
@@ -175,6 +213,8 @@ class AgentConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     udp: list[UdpSection] = field(default_factory=list)
     sim: SimSection = field(default_factory=SimSection)
+    ble: BleSection = field(default_factory=BleSection)
+    wifi_direct: WifiDirectSection = field(default_factory=WifiDirectSection)
     discovery: DiscoverySection = field(default_factory=DiscoverySection)
     line: LineSection = field(default_factory=LineSection)
     control: ControlSection = field(default_factory=ControlSection)
@@ -187,6 +227,8 @@ SECTIONS: dict[str, type[Any]] = {
     "node": NodeSection,
     "mesh": MeshConfig,
     "sim": SimSection,
+    "ble": BleSection,
+    "wifi_direct": WifiDirectSection,
     "discovery": DiscoverySection,
     "line": LineSection,
     "control": ControlSection,
@@ -198,6 +240,7 @@ LIST_SECTIONS: dict[str, type[Any]] = {"udp": UdpSection}
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "udp.family": ("ipv4", "ipv6"),
+    "wifi_direct.role": ("go", "client"),
     "line.monitor": ("probe", "modemmanager", "file", "command", "static"),
     "line.technology": ("none", "2g", "3g", "lte", "5g", "satellite", "wired", "other"),
     "log.level": ("debug", "info", "warning", "error"),
@@ -284,6 +327,8 @@ def _build(section: str, cls: type[Any], table: Any) -> Any:
 def _check_range(dotted: str, key: str, value: Any) -> None:
     if key == "port" and isinstance(value, int) and not 0 <= value <= 65535:
         raise ConfigError(dotted, f"a port is 0..65535, got {value}")
+    if key == "att_mtu" and isinstance(value, int) and not 23 <= value <= 517:
+        raise ConfigError(dotted, f"an ATT MTU is 23..517, got {value}")
     if key == "mtu" and isinstance(value, int) and not 20 <= value <= 65000:
         raise ConfigError(dotted, f"an MTU is 20..65000, got {value}")
     if (key.endswith("_s") and isinstance(value, float) and value <= 0
@@ -312,6 +357,10 @@ def parse_config(data: dict[str, Any]) -> AgentConfig:
     names = [u.iface for u in config.udp]
     if config.sim.enabled:
         names.append(config.sim.name)
+    if config.ble.enabled:
+        names.append(config.ble.name)
+    if config.wifi_direct.enabled:
+        names.append(config.wifi_direct.name)
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("udp", f"two links are named {name!r}; set distinct `name`s")

@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from bleak import BleakClient
 from bleak.exc import BleakError
 
+from agent.app import Agent, BleEnvironment
+from agent.config import parse_config
 from agent.driver import CoreDriver
+from agent.logs import NodeLogger
 from agent.transports import TransportError
 from agent.transports.ble import (
     RX_UUID,
@@ -158,3 +162,48 @@ async def test_oversized_writes_are_refused_and_absent_peers_time_out() -> None:
             await absent.connect()
     finally:
         await close(nodes)
+
+
+async def test_agents_over_ble_ping_across_two_hops(tmp_path: Path) -> None:
+    """Whole Agent objects with [ble] enabled, on the emulated radio (chain a0 - a1 - a2)."""
+    radio = RangeLink(chain_range)
+    agents: list[Agent] = []
+    try:
+        for i in range(3):
+            device = await make_device(radio, f"n{i}", f"C1:00:00:00:00:{i + 1:02X}")
+            env = BleEnvironment(
+                peripheral=BumblePeripheral(device, SERVICE_UUID, RX_UUID, TX_UUID),
+                bleak_kwargs={"bumble_device": device}, scanner_backend=BumbleScanner,
+                client_backend=BumbleClient)
+            config = parse_config({
+                "node": {"state_dir": str(tmp_path / f"a{i}"), "seed": i},
+                "mesh": {"hello_interval_s": 0.5},
+                "ble": {"enabled": True, "att_mtu": 185, "connect_timeout_s": 2.0},
+                "discovery": {"enabled": False},
+                "line": {"monitor": "static", "static_up": i == 0},
+                "control": {"socket": str(tmp_path / f"a{i}.sock")},
+            })
+            ident = Identity.from_seed(bytes([90 + i]) * 32)
+            agent = Agent(config, ident, NodeLogger(ident.node_id.hex()), ble=env)
+            await agent.start()
+            agents.append(agent)
+        await wait_until(lambda: agents[1].status()["neighbours"] == 2)
+        result = await agents[2]._cmd_ping({"dest": agents[0].node_hex, "count": 2,
+                                            "timeout": 3.0})
+        assert None not in result["rtt_ms"]
+        assert agents[0].node is not None and agents[0].node.interfaces["ble"].mtu == 182
+        # The gateway's advert carries its line: the others saw it before connecting.
+        link = agents[1].links["ble"]
+        assert any(p.line.is_gateway for p in link.peers.values())
+    finally:
+        for agent in agents:
+            await agent.stop()
+
+
+def test_ble_without_a_peripheral_backend_is_refused(tmp_path: Path) -> None:
+    config = parse_config({"ble": {"enabled": True},
+                           "node": {"state_dir": str(tmp_path)},
+                           "control": {"socket": str(tmp_path / "c.sock")}})
+    agent = Agent(config, Identity.from_seed(b"\x05" * 32))
+    with pytest.raises(TransportError, match="peripheral backend"):
+        asyncio.run(agent.start())
