@@ -39,8 +39,15 @@ class LedgerSource:
         return nid
 
     def contract_txs(self) -> list[ContractTx]:
+        """Contract transactions, except those of a feed from the height where its author
+        was caught signing two blocks: which of the two a node holds depends on arrival
+        order, so neither may count (the ledger keeps the proof)."""
+        cut: dict[bytes, int] = {}
+        for e in self.ledger.store.equivocations():
+            cut[e.author] = min(cut.get(e.author, e.height), e.height)
         return [make_tx(self._node_id(r.author), r.height, r.index, r.time_ms, r.tx.body)
-                for r in self.ledger.query(type=TX_TYPE)]
+                for r in self.ledger.query(type=TX_TYPE)
+                if r.author not in cut or r.height < cut[r.author]]
 
     def checkpoints(self) -> list[Checkpoint]:
         """The ledger keeps, per feed, the highest height any verified checkpoint covers; that

@@ -146,3 +146,23 @@ def test_backhaul_checkpoint_makes_state_final(tmp_path: Path) -> None:
     assert [h.final for h in later.history[-1:]] == [False]
     for s in src.values():
         s.ledger.close()
+
+
+def test_equivocating_feed_does_not_count_from_the_forked_height(tmp_path: Path) -> None:
+    """A vehicle signs two different blocks at one height (say, one spend per partition)."""
+    v1 = ident("v1")
+    honest = LedgerSource(Ledger.open(tmp_path / "owner.sqlite", ident("owner")))
+    create = honest.submit(P.create("agreement", {}, {"member": [v1.hex_id]}), T0)
+    cid = P.created_id(create.tx_id)
+    fork_a = LedgerSource(Ledger.open(tmp_path / "a.sqlite", v1))
+    fork_b = LedgerSource(Ledger.open(tmp_path / "b.sqlite", v1))
+    record = {"service": "charging", "user": v1.hex_id, "kwh": 1.0, "time_ms": int(T0 * 1000)}
+    fork_a.submit(P.call(cid, "record_usage", record=record), T0 + 1)
+    fork_b.submit(P.call(cid, "record_usage", record={**record, "kwh": 2.0}), T0 + 1)
+    for fork in (fork_a, fork_b):
+        gossip(honest, [fork], T0 + 2)
+    assert len(honest.ledger.store.equivocations()) == 1
+    result = Engine().replay(honest.contract_txs())
+    assert result.applied == 1 and f"n/{cid}" not in result.state
+    for s in (honest, fork_a, fork_b):
+        s.ledger.close()
