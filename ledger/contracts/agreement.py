@@ -5,6 +5,9 @@ Parameters: ``title`` (text), ``rules`` (see rules.py), ``children`` (templates 
 provisional and need an auditor), and ``terms`` (named integers such as ``price`` that a
 selection rule may use). Usage records are checked against the rules, narrowed along the
 parent chain, and always kept: a record that is not permitted is stored flagged, with reasons.
+The server that records it may put its own determination in the transaction (the patent's
+"transaction data with the determination"); every node recomputes it and stores whether the
+server's claim agrees.
 """
 
 from __future__ import annotations
@@ -98,16 +101,27 @@ class Agreement(Template):
         is_member = bool(lifecycle.roles_of(state, cid, record.user) & {MEMBER, OWNER})
         reasons = determine(record, rules, is_member=is_member, block_time_ms=ctx.time_ms,
                             used_wh=used_wh, used_count=used_count, contract_ok=contract_ok)
-        count_key = f"n/{cid}"
-        n = state.get(count_key, 0)
-        writes: dict[str, Any] = {
-            count_key: n + 1,
-            f"u/{cid}/{n:08d}": {"service": record.service, "user": record.user,
+        entry: dict[str, Any] = {"service": record.service, "user": record.user,
                                  "wh": record.wh, "time_ms": record.time_ms,
                                  "by": ctx.author, "tx": ctx.tx_id,
-                                 "permitted": not reasons, "reasons": reasons},
-        }
+                                 "permitted": not reasons, "reasons": reasons}
+        events = []
+        claimed = args.get("determination")
+        if claimed is not None:
+            if (not isinstance(claimed, dict) or not isinstance(claimed.get("permitted"), bool)
+                    or not isinstance(claimed.get("reasons"), list)):
+                raise InvalidTransaction("determination must be {permitted: bool, reasons: []}")
+            entry["claimed"] = {"permitted": claimed["permitted"],
+                                "reasons": [str(r)[:300] for r in claimed["reasons"][:16]]}
+            entry["agrees"] = entry["claimed"] == {"permitted": not reasons, "reasons": reasons}
+            if not entry["agrees"]:
+                events.append(Event("determination_differs", cid,
+                                    f"{ctx.author} said permitted={claimed['permitted']}"))
+        count_key = f"n/{cid}"
+        n = state.get(count_key, 0)
+        writes: dict[str, Any] = {count_key: n + 1, f"u/{cid}/{n:08d}": entry}
         if not reasons:
             writes[quota_key] = [used_wh + record.wh, used_count + 1]
         kind = "usage_permitted" if not reasons else "usage_flagged"
-        return Result(writes=writes, events=(Event(kind, cid, "; ".join(reasons)),))
+        return Result(writes=writes,
+                      events=(Event(kind, cid, "; ".join(reasons)), *events))

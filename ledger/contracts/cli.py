@@ -6,7 +6,8 @@
                                             check it against the final-state snapshot
     contracts pending [--all]               provisional contracts this node may audit
     contracts approve|reject ID --reason TEXT
-    contracts submit --body JSON            append any contract transaction (create, call)
+    contracts submit --body JSON [--force]  append a contract transaction (create, call);
+                                            refused ones are not appended without --force
 
 The ledger file and key come from --ledger/--key, or from the agent's --config
 (node.key_file, ledger.path or <node.state_dir>/ledger.sqlite). Commands replay from the
@@ -97,6 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit = sub.add_parser("submit", help="append a contract transaction body (JSON)")
     common(submit)
     submit.add_argument("--body", required=True, help='e.g. {"v":1,"op":"create",...}')
+    submit.add_argument("--force", action="store_true",
+                        help="append even when the contract would refuse it now")
 
 
 def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -207,6 +210,15 @@ def _run(args: argparse.Namespace) -> int:
                     body = json.loads(args.body)
                 except json.JSONDecodeError as exc:
                     raise CliError(f"--body is not JSON: {exc}") from exc
+                if not isinstance(body, dict):
+                    raise CliError("--body must be a JSON object")
+                if not args.force:
+                    current = replayer.replay()
+                    preview = Engine().preview(current.state, led.identity.node_id,
+                                               int(time.time() * 1000), body)
+                    if not preview.ok:
+                        raise CliError(f"the contract would refuse it now: {preview.code}: "
+                                       f"{preview.message} (--force appends it anyway)")
             else:
                 current = replayer.replay()
                 mine = {c["id"] for c in current.pending_for(led.identity.hex_id)}

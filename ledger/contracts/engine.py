@@ -164,6 +164,46 @@ class Engine:
                       final_timer_seq=run.final_seq,
                       final_total=(base.count if base is not None else 0) + run.final_count)
 
+    def preview(self, state: dict[str, Any], author: bytes, time_ms: int,
+                payload: Mapping[str, Any]) -> Preview:
+        """Run one transaction against `state` (a replay's) without changing it: what the
+        CLI checks before it appends, and what an operator reports as its determination.
+        Timers due before `time_ms` are not fired first."""
+        run = _Run(self)
+        run.state = state
+        run.dry_run = []
+        tx = ContractTx(tx_id=codec.digest(b"preview", author, codec.encode(dict(payload))),
+                        author=author, time_ms=time_ms, height=0, index=0,
+                        payload=dict(payload))
+        run.apply(tx, final=False)
+        if run.dry_run:
+            return Preview(True, "ok", "", run.dry_run[0])
+        entry = run.history[-1]
+        return Preview(False, entry.code, entry.message, None)
+
+
+def _execute(call: Any) -> Result | ContractError:
+    try:
+        result: Result = call()
+    except ContractError as exc:
+        return exc
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError,
+            RecursionError) as exc:
+        # Untrusted data reached a corner the validators missed: refuse the transaction,
+        # deterministically (the class name only: messages differ between versions).
+        return InvalidTransaction(f"rejected by the contract ({type(exc).__name__})")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a transaction would do if applied now: its outcome and, if accepted, its writes."""
+
+    ok: bool
+    code: str
+    message: str
+    result: Result | None
+
 
 class _Run:
     """The mutable part of one replay (kept out of Engine so that engines are reusable)."""
@@ -171,6 +211,7 @@ class _Run:
     def __init__(self, engine: Engine) -> None:
         self.templates = engine.templates
         self.budget = engine.step_budget
+        self.dry_run: list[Result] | None = None
         self.state: dict[str, Any] = {}
         self.history: list[HistoryEntry] = []
         self.timers: list[TimerRow] = []
@@ -262,17 +303,12 @@ class _Run:
 
     def _run(self, ctx: Context, op: str, cid: str | None, method: str, final: bool,
              call: Any) -> None:
-        try:
-            result: Result = call()
-        except ContractError as exc:
-            self._record(ctx, op, cid, method, exc, final)
+        result = _execute(call)
+        if isinstance(result, ContractError):
+            self._record(ctx, op, cid, method, result, final)
             return
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError,
-                RecursionError) as exc:
-            # Untrusted data reached a corner the validators missed: refuse the transaction,
-            # deterministically (the class name only: messages differ between versions).
-            err = InvalidTransaction(f"rejected by the contract ({type(exc).__name__})")
-            self._record(ctx, op, cid, method, err, final)
+        if self.dry_run is not None:
+            self.dry_run.append(result)
             return
         state = self.state
         for key, value in result.writes.items():
@@ -295,7 +331,7 @@ class _Run:
                 exc: ContractError | None, final: bool) -> None:
         code = exc.code if exc is not None else "no_timer"
         message = str(exc) if exc is not None else f"{method} is not a timer of {cid}"
-        if op != "timer":
+        if op != "timer" and self.dry_run is None:
             self.state["x/" + ctx.tx_id] = [code, message]
         self.history.append(HistoryEntry(
             position=len(self.history), tx_id=ctx.tx_id, author=ctx.author, time_ms=ctx.time_ms,

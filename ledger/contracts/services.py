@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ledger.contracts.errors import InvalidTransaction
+from ledger.contracts import payloads as P
+from ledger.contracts.engine import Engine
+from ledger.contracts.errors import ContractError, InvalidTransaction
 from ledger.contracts.model import is_hex_id
 
 
@@ -49,3 +51,15 @@ def interchange_usage(vehicle_plan: Mapping[str, Any], user: str, *, slot0_ms: i
             out.append({"service": "interchange", "user": user, "kwh": moved / 1000,
                         "time_ms": slot0_ms + arrive * slot_minutes * 60_000})
     return out
+
+
+def determination(engine: Engine, state: dict[str, Any], operator: bytes, time_ms: int,
+                  contract: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the contract decides for `record` now (the operator puts it in its transaction):
+    ``{"permitted": bool, "reasons": [...]}``. Raises the `ContractError` of a refused call."""
+    preview = engine.preview(state, operator, time_ms,
+                             P.call(contract, "record_usage", record=dict(record)))
+    if preview.result is None:
+        raise ContractError(f"{preview.code}: {preview.message}")
+    entry = next(v for k, v in preview.result.writes.items() if k.startswith("u/"))
+    return {"permitted": entry["permitted"], "reasons": list(entry["reasons"])}

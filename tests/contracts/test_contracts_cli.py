@@ -76,16 +76,25 @@ def test_bad_input_is_a_clear_error(setup: dict[str, str], tmp_path: Path,
     assert run("contracts", "submit", *owner, "--body", "{not json") == 1
     assert "--body is not JSON" in capsys.readouterr().err
     assert run("contracts", "submit", *owner, "--body", '{"v": 1, "op": "x", "bogus": 1}') == 1
+    assert "would refuse it now: invalid: unknown op 'x'" in capsys.readouterr().err
+    assert run("contracts", "submit", *owner, "--force",
+               "--body", '{"v": 1, "op": "x", "bogus": 1}') == 1
     assert "refused by the ledger" in capsys.readouterr().err
     assert run("contracts", "show", "--ledger", str(tmp_path / "none.sqlite"),
                "--key", setup["owner"]) == 1
     assert "no ledger" in capsys.readouterr().err
     assert run("contracts", "show", "--ledger", setup["db"], "--config",
                str(tmp_path / "missing.toml")) == 1
-    # a call the contract refuses is written (the ledger is append-only) and reported
+    # a call the contract would refuse is not appended, unless forced (then it is recorded)
     call = P.call("000000000000000000000000", "approve", reason="x")
     assert run("contracts", "submit", *owner, "--body", json.dumps(call)) == 1
+    assert "would refuse it now: unknown_contract" in capsys.readouterr().err
+    assert run("contracts", "history", *owner, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert run("contracts", "submit", *owner, "--body", json.dumps(call), "--force") == 1
     assert "unknown_contract" in capsys.readouterr().out
+    assert run("contracts", "submit", *owner, "--body", "[1, 2]") == 1
+    assert "JSON object" in capsys.readouterr().err
 
 
 def test_snapshot_is_written_when_state_becomes_final(setup: dict[str, str],

@@ -8,8 +8,8 @@ from agent.modules.charging.session import ChargingSession
 from agent.modules.interchange.plan import Stop, VehiclePlan
 from ledger.contracts import Engine
 from ledger.contracts import payloads as P
-from ledger.contracts.errors import InvalidTransaction
-from ledger.contracts.services import charging_usage, interchange_usage
+from ledger.contracts.errors import ContractError, InvalidTransaction
+from ledger.contracts.services import charging_usage, determination, interchange_usage
 
 T0 = 1_764_028_800_000          # 00:00 UTC
 
@@ -49,3 +49,31 @@ def test_unfinished_or_malformed_records_are_refused(nodes):
         interchange_usage({"stops": [{"arrive": 1}]}, nodes.v1.node, slot0_ms=0, slot_minutes=15)
     with pytest.raises(InvalidTransaction):
         interchange_usage({"stops": []}, "car-7", slot0_ms=0, slot_minutes=15)
+
+
+def test_operator_forwards_its_determination_and_every_node_checks_it(nodes):
+    create = nodes.owner.tx(P.create("agreement", {"rules": {"services": ["charging"],
+                                                             "limit_wh": 10_000}},
+                                     {"member": [nodes.v1.node], "operator": [nodes.op.node]}),
+                            T0)
+    cid = P.created_id(create.tx_id)
+    engine = Engine()
+    before = engine.replay([create])
+    ok = {"service": "charging", "user": nodes.v1.node, "kwh": 4.0, "time_ms": T0 + 5}
+    big = {**ok, "kwh": 40.0}
+    said_ok = determination(engine, before.state, nodes.op.identity.node_id, T0 + 10, cid, ok)
+    said_big = determination(engine, before.state, nodes.op.identity.node_id, T0 + 10, cid, big)
+    assert said_ok == {"permitted": True, "reasons": []}
+    assert said_big["permitted"] is False
+    assert before.state_hash == engine.replay([create]).state_hash     # preview changed nothing
+    lying = {"permitted": True, "reasons": []}
+    txs = [create,
+           nodes.op.tx(P.call(cid, "record_usage", record=ok, determination=said_ok), T0 + 10),
+           nodes.op.tx(P.call(cid, "record_usage", record=big, determination=lying), T0 + 11)]
+    result = engine.replay(txs)
+    first, second = (result.state[f"u/{cid}/{i:08d}"] for i in range(2))
+    assert first["agrees"] is True and first["claimed"] == said_ok
+    assert second["agrees"] is False and second["permitted"] is False
+    assert "determination_differs" in [e.kind for e in result.history[-1].events]
+    with pytest.raises(ContractError):
+        determination(engine, before.state, nodes.stranger.identity.node_id, T0 + 10, cid, ok)
