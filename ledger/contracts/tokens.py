@@ -43,6 +43,8 @@ from ledger.contracts.model import (
 )
 
 MAX_AMOUNT = 10**15
+MAX_SCHEDULE_MS = 366 * 86_400_000
+"""Furthest ahead of its block a transfer may be scheduled (tokens stay held until then)."""
 MAX_HISTORY = 1000
 """Settled entries an account keeps before entries older than two windows are dropped."""
 
@@ -187,6 +189,9 @@ class Tokens(Template):
         target = _account(args, "to")
         amount = _amount(args, "amount")
         at_ms = max(int(need(args, "at_ms", int)), ctx.time_ms)
+        if at_ms > ctx.time_ms + MAX_SCHEDULE_MS:
+            raise InvalidTransaction(f"a transfer is scheduled at most {MAX_SCHEDULE_MS} ms "
+                                     f"after its block")
         self._may_spend(state, cid, source, ctx.author)
         balance = state.get(f"b/{cid}/{source}", 0)
         held = state.get(f"h/{cid}/{source}", 0)

@@ -48,23 +48,15 @@ class ContractTx:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A backhaul checkpoint: per-feed heights it has received, signed by the backhaul.
-
-    `heights` maps an author node id to the highest feed height covered.
-    """
+    """What a verified backhaul checkpoint covers (the ledger checks its signature and
+    proofs): `heights` maps an author node id to the highest feed height covered."""
 
     seq: int
     time_ms: int
     heights: Mapping[bytes, int] = field(default_factory=dict)
-    signer: bytes = b""
-    signature: bytes = b""
 
     def covers(self, tx: ContractTx) -> bool:
         return self.heights.get(tx.author, -1) >= tx.height
-
-    def signed_bytes(self) -> bytes:
-        return codec.encode(["manet-checkpoint", self.seq, self.time_ms,
-                             {k: v for k, v in self.heights.items()}])
 
 
 def tx_id_of(author: bytes, height: int, index: int) -> bytes:

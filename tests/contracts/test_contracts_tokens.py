@@ -227,3 +227,13 @@ def test_settled_history_keeps_running_totals_in_time_order() -> None:
     late = with_entry(history, 15, 100)                     # out of order: totals redone
     assert late == [[10, 5, 5], [15, 100, 105], [20, 7, 112], [30, 11, 123]]
     assert window_volume(late[1:], 25, 11) == 107           # a pruned prefix still works
+
+
+def test_transfer_cannot_hold_tokens_for_more_than_a_year(nodes):
+    tid, create = token(nodes)
+    v1 = nodes.v1.node
+    txs = [create, nodes.op.tx(P.call(tid, "mint", account=v1, amount=100), T0 + 1),
+           *pay(nodes.v1, tid, v1, nodes.v2.node, 10, T0 + 400 * DAY, T0 + 2, 1)]
+    result = Engine().replay(txs)
+    assert [h.code for h in result.history[-2:]] == ["invalid", "invalid"]
+    assert f"h/{tid}/{v1}" not in result.state
