@@ -39,6 +39,7 @@ from mesh.line import LINE_DOWN, LineStatus
 from mesh.node import MeshNode, PayloadTooLarge
 
 if TYPE_CHECKING:
+    from agent.backhaul_sync import BackhaulSync
     from agent.discovery import Discovery, Peer
     from agent.recorder import LedgerRecorder
 
@@ -149,6 +150,7 @@ class Agent:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.ledger: LedgerRecorder | None = None
+        self.backhaul: BackhaulSync | None = None
 
     # ----------------------------------------------------------------- life cycle
 
@@ -208,6 +210,14 @@ class Agent:
                 on_block=lambda h, n: self.log.event("ledger_block", height=h, txs=n),
                 on_error=lambda m: self.log.error("ledger_error", error=m))
             self.driver.listeners.append(self.ledger.record)
+            if self.config.backhaul.host:
+                from agent.backhaul_sync import BackhaulSync
+
+                node = self.node
+                self.backhaul = BackhaulSync(
+                    self.config.backhaul, self.ledger, self.driver.send_data,
+                    line=lambda: node.line, has_gateway=lambda: node.gateway is not None,
+                    log=self.log)
         self.driver.listeners.append(self._on_event)
         for name, link in self.links.items():
             self.driver.add_link(name, link)
@@ -228,6 +238,8 @@ class Agent:
             self.metrics = MetricsServer(m.address, m.port, self.snapshot)
             await self.metrics.start()
         self._spawn(self._save_state_periodically())
+        if self.backhaul is not None:
+            self.backhaul.start()
         self.driver.flush()
         self.log.event("agent_started", links=",".join(self.links), restarts=self.state.restarts,
                        startup_ms=round((loop.time() - self.started) * 1000, 1))
@@ -298,6 +310,8 @@ class Agent:
                 await task
         if self.monitor is not None:
             await self.monitor.stop()
+        if self.backhaul is not None:
+            await self.backhaul.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         if self.discovery is not None:
@@ -391,6 +405,8 @@ class Agent:
                        gateway=peer.gateway, line="up" if peer.line_up else "down")
 
     def _on_event(self, event: ev.Event) -> None:
+        if self.backhaul is not None and self.backhaul.on_event(event):
+            return
         if isinstance(event, ev.DataReceived) and event.payload.startswith((PING, PONG)):
             self._on_ping(event)
             return
@@ -423,7 +439,7 @@ class Agent:
         return {"status": self._cmd_status, "routes": self._cmd_routes,
                 "neighbours": self._cmd_neighbours, "peers": self._cmd_peers,
                 "inbox": self._cmd_inbox, "send": self._cmd_send, "ping": self._cmd_ping,
-                "blast": self._cmd_blast, "stop": self._cmd_stop}
+                "blast": self._cmd_blast, "sync": self._cmd_sync, "stop": self._cmd_stop}
 
     def status(self) -> dict[str, Any]:
         assert self.node is not None and self.driver is not None
@@ -552,6 +568,16 @@ class Agent:
                 await asyncio.sleep(0)
         return {"sent": count, "bytes": count * size,
                 "seconds": round(loop.time() - start, 6)}
+
+    async def _cmd_sync(self, req: dict[str, Any]) -> Any:
+        """Sync the ledger with the backhaul now (directly or through a gateway)."""
+        if self.backhaul is None:
+            raise CommandError("no [backhaul] host configured (or the ledger is disabled)")
+        result = await self.backhaul.sync_once()
+        if result is None:
+            return {"synced": False, "failures": self.backhaul.failures}
+        return {"synced": True, "state": result.state, "finalized": result.finalized,
+                "error": result.error, "seconds": round(result.seconds, 3)}
 
     async def _cmd_stop(self, req: dict[str, Any]) -> Any:
         self._stopping.set()

@@ -206,6 +206,22 @@ class LedgerSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BackhaulSection:
+    """Where the ledger syncs to (the `manet-backhaul serve` server)."""
+
+    host: str = ""
+    """Backhaul server host; empty = no backhaul sync (and no gateway relay)."""
+    port: int = 7400
+    """Backhaul server port."""
+    key: str = ""
+    """The backhaul's Ed25519 public key in hex, pinned; empty trusts the key it shows."""
+    interval_s: float = 60.0
+    """Time between two syncs (a sync also runs when a line or a gateway comes back)."""
+    timeout_s: float = 30.0
+    """A sync that takes longer is abandoned."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     """The whole configuration; every section is optional."""
 
@@ -221,6 +237,7 @@ class AgentConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     ledger: LedgerSection = field(default_factory=LedgerSection)
+    backhaul: BackhaulSection = field(default_factory=BackhaulSection)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -235,6 +252,7 @@ SECTIONS: dict[str, type[Any]] = {
     "metrics": MetricsSection,
     "log": LogSection,
     "ledger": LedgerSection,
+    "backhaul": BackhaulSection,
 }
 LIST_SECTIONS: dict[str, type[Any]] = {"udp": UdpSection}
 

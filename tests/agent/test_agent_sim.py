@@ -18,6 +18,9 @@ from agent.config import parse_config
 from agent.control import request
 from agent.logs import NodeLogger
 from ledger import Ledger
+from ledger.backhaul.server import BackhaulServer
+from ledger.store import SqliteStore
+from ledger.tx import default_registry
 from mesh.identity import Identity
 
 
@@ -48,7 +51,9 @@ class ChainMedium(asyncio.DatagramProtocol):
                     self.transport.sendto(encode(FrameIn(msg.frame, src)), self.addrs[dst])
 
 
-async def start_agents(tmp_path: Path, count: int, mtu: int) -> tuple[list[Agent], ChainMedium]:
+async def start_agents(tmp_path: Path, count: int, mtu: int,
+                       backhaul: dict[str, Any] | None = None
+                       ) -> tuple[list[Agent], ChainMedium]:
     loop = asyncio.get_running_loop()
     medium = ChainMedium(mtu)
     transport, _ = await loop.create_datagram_endpoint(lambda: medium,
@@ -64,6 +69,7 @@ async def start_agents(tmp_path: Path, count: int, mtu: int) -> tuple[list[Agent
             "discovery": {"enabled": False},
             "line": {"monitor": "static", "static_up": i == 0},
             "control": {"socket": str(d / "c.sock")},
+            **({"backhaul": backhaul} if backhaul else {}),
         })
         ident = Identity.from_seed(bytes([i + 7]) * 32)
         agent = Agent(config, ident, NodeLogger(ident.node_id.hex()))
@@ -130,3 +136,39 @@ async def test_small_medium_mtu_fragments_frames(tmp_path: Path) -> None:
             await agent.stop()
         assert medium.transport is not None
         medium.transport.close()
+
+
+async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
+        tmp_path: Path) -> None:
+    """Agent 0 has a line and syncs over TCP; agent 2 (no line) syncs through agent 0."""
+    store = SqliteStore(str(tmp_path / "backhaul.sqlite"))
+    server_id = Identity.from_seed(b"\x33" * 32)
+    server = BackhaulServer(store, server_id, default_registry())
+    port = await server.start("127.0.0.1", 0)
+    for i in range(3):
+        store.enrol(Identity.from_seed(bytes([i + 7]) * 32).public_key, f"n{i}", 0)
+    agents, medium = await start_agents(
+        tmp_path, 3, mtu=1400,
+        backhaul={"host": "127.0.0.1", "port": port, "key": server_id.public_key.hex(),
+                  "interval_s": 3600.0})
+    try:
+        far = agents[2]
+        await wait_until(lambda: far.node is not None and far.node.gateway is not None)
+        direct = await agents[0]._cmd_sync({})
+        assert direct["synced"] and direct["error"] is None, direct
+        through = await far._cmd_sync({})
+        assert through["synced"] and through["error"] is None, through
+        # The backhaul now holds both feeds, the far one relayed by the gateway.
+        heads = {h.author for h in store.heads()}
+        assert {agents[0].identity.public_key, far.identity.public_key} <= heads
+        # Agents 1 and 2 (no line) synced through the gateway: on their own when it
+        # appeared, and agent 2 once more on request.
+        assert agents[0].backhaul is not None
+        assert agents[0].backhaul.relay.counters["opened"] >= 2
+    finally:
+        for agent in agents:
+            await agent.stop()
+        assert medium.transport is not None
+        medium.transport.close()
+        await server.close()
+        store.close()
