@@ -235,5 +235,5 @@ def test_transfer_cannot_hold_tokens_for_more_than_a_year(nodes):
     txs = [create, nodes.op.tx(P.call(tid, "mint", account=v1, amount=100), T0 + 1),
            *pay(nodes.v1, tid, v1, nodes.v2.node, 10, T0 + 400 * DAY, T0 + 2, 1)]
     result = Engine().replay(txs)
-    assert [h.code for h in result.history[-2:]] == ["invalid", "invalid"]
+    assert [h.code for h in result.history[-2:]] == ["invalid", "wrong_status"]
     assert f"h/{tid}/{v1}" not in result.state
