@@ -22,6 +22,7 @@ def random_workload(seed: int, size: int) -> list[ContractTx]:
     vehicles = [f["v1"], f["v2"], f["v3"]]
     c = f["owner"].tx(P.create("agreement", {
         "children": ["agreement"], "select": rng.choice(["first", "lowest:price"]),
+        "audit_children": rng.random() < 0.5,
         "rules": {"limit_wh": 30_000, "limit_count": 5}},
         {"member": [v.node for v in vehicles], "operator": [f["op"].node],
          "auditor": [f["auditor"].node]}), T0)
@@ -31,21 +32,27 @@ def random_workload(seed: int, size: int) -> list[ContractTx]:
     tid = P.created_id(k.tx_id)
     txs = [c, k, f["owner"].tx(P.call(tid, "mint", account="shared:fleet", amount=1_000), T0 + 2),
            f["owner"].tx(P.call(tid, "share", account="shared:fleet",
-                                holders=[v.node for v in vehicles]), T0 + 3)]
+                                holders=[v.node for v in vehicles]), T0 + 3),
+           f["auditor"].tx(P.call(cid, "approve", reason="ok"), T0 + 4)]
+    txs += [f["owner"].tx(P.call(tid, "mint", account=v.node, amount=300), T0 + 5)
+            for v in vehicles]
+    children = [cid]
     t = T0 + 10
     for _ in range(size):
         t += rng.randint(0, 3) * 1000
         v = rng.choice(vehicles)
         roll = rng.random()
         if roll < 0.1:
-            txs.append(f["auditor"].tx(P.call(cid, rng.choice(["approve", "reject"]),
+            txs.append(f["auditor"].tx(P.call(rng.choice(children),
+                                              rng.choice(["approve", "reject"]),
                                               reason="r"), t))
         elif roll < 0.35:
-            txs.append(v.tx(P.call(cid, "spawn", template="agreement",
-                                   slot=f"s{rng.randint(0, 2)}",
-                                   params={"terms": {"price": rng.randint(1, 9)}}), t))
+            slot, params = f"s{rng.randint(0, 2)}", {"terms": {"price": rng.randint(1, 9)}}
+            txs.append(v.tx(P.call(cid, "spawn", template="agreement", slot=slot,
+                                   params=params), t))
+            children.append(P.child_id(cid, "agreement", slot, params))
         elif roll < 0.6:
-            txs.append(f["op"].tx(P.call(cid, "record_usage", record={
+            txs.append(f["op"].tx(P.call(rng.choice(children), "record_usage", record={
                 "service": rng.choice(["charging", "interchange"]), "user": v.node,
                 "kwh": rng.randint(1, 20), "time_ms": t - 500}), t))
         else:
