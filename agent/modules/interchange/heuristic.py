@@ -26,8 +26,12 @@ from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idl
 class HeuristicOptions:
     charge_sites: int = 4  # surplus sites tried as A per trip
     discharge_sites: int = 5  # deficit sites tried as B
-    split_choices: int = 6  # departure times from A tried
+    split_choices: int = 4  # departure times from A tried
+    pre_choices: int = 3  # departure times tried when giving where it is before leaving
+    cut_choices: int = 4  # end times tried for a trip that only gives
     max_trips: int = 200
+    improve_rounds: int = 2  # passes of pairwise re-planning after the greedy
+    lookahead: int = 3  # first trips tried when one vehicle is re-planned on its own
 
 
 @dataclass(slots=True)
@@ -52,6 +56,7 @@ class _Trip:
     leave_loc: int
     pre: dict[int, int] = field(default_factory=dict)  # given where it is, before leaving
     give_first: bool = False  # B then A (give own energy, refill later), else A then B
+    cut: bool = False  # gives only until a chosen slot, not until it must leave
 
 
 class _Planner:
@@ -63,6 +68,12 @@ class _Planner:
         self.deficit = [list(r) for r in deficit]
         self.dt = sc.slot_h
         self.sv = sc.stored_value / 1000.0
+        n = sc.n_slots
+        # Slots of each site, dearest import first and cheapest export first (fixed orders).
+        self.by_import = [sorted(range(n), key=lambda t: (-site.import_price[t], t))
+                          for site in sc.sites]
+        self.by_export = [sorted(range(n), key=lambda t: (site.export_price[t], t))
+                          for site in sc.sites]
 
     def next_departure(self, t: int) -> int:
         k = self.sc.departure_every
@@ -76,11 +87,17 @@ class _Planner:
         return t - t % self.sc.departure_every
 
     def best_trip(self, v: Vehicle, st: _State) -> _Trip | None:
+        top = self.top_trips(v, st, 1)
+        return top[0] if top else None
+
+    def top_trips(self, v: Vehicle, st: _State, k: int, with_cuts: bool = False
+                  ) -> list[_Trip]:
+        """The k most valuable trips, at most one per (A, B); with_cuts adds the k best
+        give-only trips that end early (to leave time for another trip)."""
         sc = self.sc
         t0 = st.free
         if t0 >= v.available_until:
-            return None
-        # Rank candidate sites by what is left for them from t0 on.
+            return []
         b_scores = []
         for i, s in enumerate(sc.sites):
             left = sum(d * s.import_price[t] for t, d in enumerate(self.deficit[i]) if t >= t0)
@@ -94,7 +111,8 @@ class _Planner:
         bs = [sid for _, sid in sorted(b_scores)[: self.opts.discharge_sites]]
         as_: list[str | None] = [None] + [sid for _, sid in
                                           sorted(a_scores)[: self.opts.charge_sites]]
-        best: _Trip | None = None
+        best: list[_Trip] = []
+        cut: list[_Trip] = []
         for a in as_:
             for b in bs:
                 found = self.trips(v, st, a, b)
@@ -102,10 +120,15 @@ class _Planner:
                     post = self.give_then_refill(v, st, b, a)
                     if post is not None:
                         found.append(post)
-                for trip in found:
-                    if best is None or trip.value > best.value:
-                        best = trip
-        return best
+                if found:
+                    best.append(max(found, key=lambda trip: trip.value))
+                    if a is None:  # the best trip that leaves time for another one
+                        early = [x for x in found if x.cut]
+                        if early:
+                            cut.append(max(early, key=lambda trip: trip.value))
+        best.sort(key=lambda trip: -trip.value)
+        cut.sort(key=lambda trip: -trip.value)
+        return best[:k] + (cut[:k] if with_cuts else [])
 
     def give_then_refill(self, v: Vehicle, st: _State, b: str, a: str) -> _Trip | None:
         """Go to B, give down to what it needs to reach A, then refill at A from its surplus
@@ -194,7 +217,7 @@ class _Planner:
                            if row[t] > 0 and (t + 1 >= last or row[t + 1] == 0
                                               or (t + 1) % every == 0)})
             ends = [t for t in ends if leaves[0] < t < last]
-            k = self.opts.split_choices
+            k = self.opts.pre_choices
             if len(ends) > k:
                 ends = [ends[round(j * (len(ends) - 1) / (k - 1))] for j in range(k)]
             leaves += ends
@@ -256,8 +279,20 @@ class _Planner:
                 splits = [splits[round(j * (len(splits) - 1) / (k - 1))] for j in range(k)]
         out = []
         for leave_a in splits:
-            trip = self.evaluate(v, st, a, b, leave_loc, arrive_first, leave_a, e)
-            if trip is not None:
+            cuts: list[int | None] = [None]
+            if a is None:  # also: give only until a cut, to be free for a later trip
+                arrive_b = arrive_first
+                last_b = self.latest_departure(b, v)
+                grid = [t for t in range(arrive_b + 1, last_b)
+                        if t % sc.departure_every == 0]
+                k = self.opts.cut_choices
+                if len(grid) > k:
+                    grid = [grid[round(j * (len(grid) - 1) / (k - 1))] for j in range(k)]
+                cuts += grid
+            for cut in cuts:
+                trip = self.evaluate(v, st, a, b, leave_loc, arrive_first, leave_a, e, cut)
+                if trip is None:
+                    continue
                 if pre:
                     li = sc.site_index[loc]
                     gain = sum(wh * sc.sites[li].import_price[t] / 1000.0
@@ -268,23 +303,25 @@ class _Planner:
         return out
 
     def evaluate(self, v: Vehicle, st: _State, a: str | None, b: str, leave_loc: int,
-                 arrive_first: int, leave_a: int, e: float) -> _Trip | None:
+                 arrive_first: int, leave_a: int, e: float, cut: int | None = None
+                 ) -> _Trip | None:
         sc = self.sc
         bi = sc.site_index[b]
         site_b = sc.sites[bi]
         arrive_b = arrive_first if a is None else leave_a + sc.tau(a, b)
-        last_b = self.latest_departure(b, v)
+        last_b = self.latest_departure(b, v) if cut is None else cut
         reserve = max(v.min_wh, v.final_wh + sc.travel_wh(v, b, v.end_site))
         p_dis = v.discharge_w * self.dt
         gain = site_b.import_price
-        slots_b = [t for t in range(arrive_b, last_b)
-                   if self.deficit[bi][t] > 0 and gain[t] / 1000.0 > self.sv / v.efficiency]
-        slots_b.sort(key=lambda t: (-gain[t], t))
-        potential = sum(min(p_dis, self.deficit[bi][t]) for t in slots_b)
+        floor = self.sv / v.efficiency * 1000.0
+        row_b = self.deficit[bi]
+        slots_b = [t for t in self.by_import[bi]
+                   if arrive_b <= t < last_b and row_b[t] > 0 and gain[t] > floor]
         charge: dict[int, int] = {}
         value = 0.0
         travel = sc.travel_wh(v, st.site, a if a is not None else b)
         if a is not None:
+            potential = sum(p_dis if row_b[t] > p_dis else row_b[t] for t in slots_b)
             travel += sc.travel_wh(v, a, b)
             ai = sc.site_index[a]
             site_a = sc.sites[ai]
@@ -293,8 +330,9 @@ class _Planner:
             room = (v.capacity_wh - e) / v.efficiency
             want = min(want, room)
             p_ch = v.charge_w * self.dt
-            slots_a = sorted((t for t in range(arrive_first, leave_a) if self.surplus[ai][t] > 0),
-                             key=lambda t: (site_a.export_price[t], t))
+            row_a = self.surplus[ai]
+            slots_a = [t for t in self.by_export[ai] if arrive_first <= t < leave_a
+                       and row_a[t] > 0]
             for t in slots_a:
                 worth_storing = site_a.export_price[t] / 1000.0 < self.sv * v.efficiency
                 limit = room if worth_storing else min(want, room)
@@ -331,7 +369,7 @@ class _Planner:
         value += self.sv * stored - moves * sc.move_cost_milli
         if value <= 0:
             return None
-        return _Trip(value, a, b, leave_a, charge, discharge, leave_loc)
+        return _Trip(value, a, b, leave_a, charge, discharge, leave_loc, cut=cut is not None)
 
     def apply(self, v: Vehicle, st: _State, trip: _Trip) -> None:
         sc = self.sc
@@ -377,43 +415,148 @@ class _Planner:
         return VehiclePlan(v.id, tuple(st.stops))
 
 
+class _Run:
+    """The greedy state of all vehicles, with each vehicle's trips so they can be undone."""
+
+    def __init__(self, sc: Scenario, opts: HeuristicOptions, exclude: frozenset[str]) -> None:
+        self.sc = sc
+        self.opts = opts
+        self.pl = _Planner(sc, opts)
+        self.vmap = {v.id: v for v in sc.vehicles}
+        self.active = [v.id for v in sc.vehicles if v.id not in exclude]
+        self.states = {v.id: self.fresh(v) for v in sc.vehicles}
+        self.trips: dict[str, list[tuple[_Trip, str]]] = {v.id: [] for v in sc.vehicles}
+
+    @staticmethod
+    def fresh(v: Vehicle) -> _State:
+        return _State(v.start_site, v.available_from, float(v.energy_wh),
+                      arrive=v.available_from)
+
+    def apply(self, vid: str, trip: _Trip) -> None:
+        st = self.states[vid]
+        self.trips[vid].append((trip, st.site))
+        self.pl.apply(self.vmap[vid], st, trip)
+
+    def value(self, vids: tuple[str, ...]) -> float:
+        return sum(t.value for vid in vids for t, _ in self.trips[vid])
+
+    def ruin(self, vid: str) -> list[_Trip]:
+        """Undo a vehicle's trips: give back what it took and gave."""
+        idx = self.sc.site_index
+        for trip, pre_site in self.trips[vid]:
+            for t, wh in trip.charge.items():
+                self.pl.surplus[idx[trip.a or ""]][t] += wh
+            for t, wh in trip.discharge.items():
+                self.pl.deficit[idx[trip.b]][t] += wh
+            for t, wh in trip.pre.items():
+                self.pl.deficit[idx[pre_site]][t] += wh
+        old = [t for t, _ in self.trips[vid]]
+        self.trips[vid] = []
+        self.states[vid] = self.fresh(self.vmap[vid])
+        return old
+
+    def alone(self, vid: str) -> None:
+        """Plan one vehicle's trips, one best trip after another."""
+        v = self.vmap[vid]
+        for _ in range(self.opts.max_trips):
+            trip = self.pl.best_trip(v, self.states[vid])
+            if trip is None:
+                return
+            self.apply(vid, trip)
+
+    def greedy(self) -> None:
+        """All vehicles together: the best trip of any vehicle first (lazily re-valued)."""
+        heap: list[tuple[float, int, str]] = []
+        seq = 0
+        for vid in self.active:
+            trip = self.pl.best_trip(self.vmap[vid], self.states[vid])
+            if trip is not None:
+                heapq.heappush(heap, (-trip.value, seq, vid))
+                seq += 1
+        done = 0
+        while heap and done < self.opts.max_trips:
+            _, _, vid = heapq.heappop(heap)
+            trip = self.pl.best_trip(self.vmap[vid], self.states[vid])
+            if trip is None:
+                continue
+            if heap and trip.value < -heap[0][0]:
+                heapq.heappush(heap, (-trip.value, seq, vid))
+                seq += 1
+                continue
+            self.apply(vid, trip)
+            done += 1
+            nxt = self.pl.best_trip(self.vmap[vid], self.states[vid])
+            if nxt is not None:
+                heapq.heappush(heap, (-nxt.value, seq, vid))
+                seq += 1
+
+    def sites_of(self, vid: str) -> set[str]:
+        return {s for t, pre in self.trips[vid]
+                for s in ((t.a, t.b, pre) if t.pre else (t.a, t.b)) if s is not None}
+
+    def lookahead(self, vid: str) -> None:
+        """Re-plan one vehicle: try its few best first trips, each completed greedily, and
+        keep the best sequence."""
+        v = self.vmap[vid]
+        firsts = self.pl.top_trips(v, self.states[vid], self.opts.lookahead, with_cuts=True)
+        best_value, best_seq = 0.0, []
+        for first in firsts:
+            self.apply(vid, first)
+            self.alone(vid)
+            total = self.value((vid,))
+            if total > best_value + 1e-6:
+                best_value, best_seq = total, [t for t, _ in self.trips[vid]]
+            self.ruin(vid)
+        for trip in best_seq:
+            self.apply(vid, trip)
+
+    def improve_single(self) -> None:
+        for vid in sorted(self.active, key=lambda x: -self.value((x,))):
+            before = self.value((vid,))
+            old = self.ruin(vid)
+            self.lookahead(vid)
+            if self.value((vid,)) <= before + 1e-6:
+                self.ruin(vid)
+                for trip in old:
+                    self.apply(vid, trip)
+
+    def improve(self) -> None:
+        """Pairs of vehicles that use a common site are re-planned the other way round
+        (the second first); a change is kept only when the pair gains."""
+        for _ in range(self.opts.improve_rounds):
+            better = False
+            order = sorted(self.active, key=lambda vid: -self.value((vid,)))
+            for i, v in enumerate(order):
+                for w in order[i + 1:]:
+                    if not self.sites_of(v) & self.sites_of(w):
+                        continue
+                    before = self.value((v, w))
+                    old_v, old_w = self.ruin(v), self.ruin(w)
+                    self.alone(w)
+                    self.alone(v)
+                    if self.value((v, w)) > before + 1e-6:
+                        better = True
+                        continue
+                    self.ruin(v)
+                    self.ruin(w)
+                    for trip in old_v:
+                        self.apply(v, trip)
+                    for trip in old_w:
+                        self.apply(w, trip)
+            if not better:
+                return
+
+
 def solve_heuristic(scenario: Scenario, options: HeuristicOptions | None = None,
                     *, exclude: frozenset[str] = frozenset()) -> Plan:
     """A feasible plan in a fraction of a second; vehicles in `exclude` stay idle."""
     opts = options or HeuristicOptions()
     started = time.perf_counter()
-    pl = _Planner(scenario, opts)
-    states = {v.id: _State(v.start_site, v.available_from, float(v.energy_wh),
-                           arrive=v.available_from) for v in scenario.vehicles}
-    vmap = {v.id: v for v in scenario.vehicles}
-    heap: list[tuple[float, int, str]] = []
-    seq = 0
-    for v in scenario.vehicles:
-        if v.id in exclude:
-            continue
-        trip = pl.best_trip(v, states[v.id])
-        if trip is not None:
-            heapq.heappush(heap, (-trip.value, seq, v.id))
-            seq += 1
-    trips = 0
-    while heap and trips < opts.max_trips:
-        _, _, vid = heapq.heappop(heap)
-        v, st = vmap[vid], states[vid]
-        trip = pl.best_trip(v, st)  # re-valued against what others took since
-        if trip is None:
-            continue
-        if heap and trip.value < -heap[0][0]:
-            heapq.heappush(heap, (-trip.value, seq, vid))
-            seq += 1
-            continue
-        pl.apply(v, st, trip)
-        trips += 1
-        nxt = pl.best_trip(v, st)
-        if nxt is not None:
-            heapq.heappush(heap, (-nxt.value, seq, vid))
-            seq += 1
-    vehicles = tuple(pl.finish(v, states[v.id]) for v in scenario.vehicles)
+    run = _Run(scenario, opts, exclude)
+    run.greedy()
+    run.improve()
+    if opts.lookahead > 1:
+        run.improve_single()
+    vehicles = tuple(run.pl.finish(v, run.states[v.id]) for v in scenario.vehicles)
     return Plan(scenario.name, "heuristic", vehicles, figures(scenario, vehicles),
                 time.perf_counter() - started, "heuristic")
-
-
