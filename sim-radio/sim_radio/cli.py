@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         from sim_radio import plots
 
         for path in plots.write(result, args.plot, width_m=sc.width_m, height_m=sc.height_m,
-                                title=sc.name):
+                                title=sc.name, coverage=sc.coverage):
             print(f"  plot: {path}")
     return 0
 

@@ -10,12 +10,33 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from sim_radio.coverage import Coverage
 from sim_radio.engine import Result, Snapshot
 
 
-def _topology(snap: Snapshot, width: float, height: float, title: str, path: Path) -> None:
+def _coverage(ax: Any, coverage: Coverage, t: float) -> None:
+    for cell in coverage.cells:
+        ax.add_patch(plt.Circle((cell.x, cell.y), cell.radius_m, color="tab:green",
+                                alpha=0.06, zorder=0))
+    for area in coverage.outages:
+        if not area.active(t):
+            continue
+        if area.rect is not None:
+            x0, y0, x1, y1 = area.rect
+            patch: Any = plt.Rectangle((x0, y0), x1 - x0, y1 - y0, color="tab:red", alpha=0.1,
+                                       zorder=0)
+        else:
+            patch = plt.Circle((area.x, area.y), area.radius_m, color="tab:red", alpha=0.1,
+                               zorder=0)
+        ax.add_patch(patch)
+
+
+def _topology(snap: Snapshot, width: float, height: float, title: str, path: Path,
+              coverage: Coverage | None) -> None:
     aspect = height / width if width > 0 else 1.0
     fig, ax = plt.subplots(figsize=(10, max(2.5, min(10.0, 10 * aspect + 1))))
+    if coverage is not None:
+        _coverage(ax, coverage, snap.time)
     pos = snap.positions
     for i, j in snap.links:
         ax.plot([pos[i][0], pos[j][0]], [pos[i][1], pos[j][1]], color="0.85", lw=0.6, zorder=1)
@@ -40,7 +61,9 @@ def _topology(snap: Snapshot, width: float, height: float, title: str, path: Pat
     ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
-    ax.set_title(f"{title}: t = {snap.time:g} s, {len(snap.links)} links")
+    ax.set_title(f"{title}: t = {snap.time:g} s, {len(snap.links)} links"
+                 + ("" if coverage is None or not coverage.outages else
+                    " (red: line outage zone)"))
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -57,14 +80,14 @@ def _series(series: dict[str, list[float | None]], key: str) -> tuple[list[float
 
 
 def write(result: Result, out_dir: str | Path, *, width_m: float, height_m: float,
-          title: str) -> list[Path]:
+          title: str, coverage: Coverage | None = None) -> list[Path]:
     """Write the run's plots into `out_dir`; return the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for snap in result.snapshots:
         path = out / f"topology_t{snap.time:07.1f}s.png"
-        _topology(snap, width_m, height_m, title, path)
+        _topology(snap, width_m, height_m, title, path, coverage)
         written.append(path)
     s = result.series
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
