@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import random
 import signal
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from agent.discovery import Discovery, Peer
     from agent.recorder import LedgerRecorder
 
+PER_PACKET = (ev.DataReceived, ev.BackhaulData, ev.DataDropped)
 PING = b"\x00manet-ping"
 PONG = b"\x00manet-pong"
 INBOX_SIZE = 100
@@ -410,7 +412,9 @@ class Agent:
         if isinstance(event, ev.DataReceived) and event.payload.startswith((PING, PONG)):
             self._on_ping(event)
             return
-        self.log.event(event_name(event), **event_fields(event))
+        # Per-packet events go to debug: at info they would flood journald under load.
+        level = logging.DEBUG if isinstance(event, PER_PACKET) else logging.INFO
+        self.log.event(event_name(event), level, **event_fields(event))
         if isinstance(event, ev.DataReceived | ev.BackhaulData):
             self.inbox.append(Received(event.source.hex(), event.payload[:64].hex(), event.hops,
                                        isinstance(event, ev.BackhaulData), event.time))
@@ -439,7 +443,8 @@ class Agent:
         return {"status": self._cmd_status, "routes": self._cmd_routes,
                 "neighbours": self._cmd_neighbours, "peers": self._cmd_peers,
                 "inbox": self._cmd_inbox, "send": self._cmd_send, "ping": self._cmd_ping,
-                "blast": self._cmd_blast, "sync": self._cmd_sync, "stop": self._cmd_stop}
+                "blast": self._cmd_blast, "rx_reset": self._cmd_rx_reset,
+                "sync": self._cmd_sync, "stop": self._cmd_stop}
 
     def status(self) -> dict[str, Any]:
         assert self.node is not None and self.driver is not None
@@ -559,15 +564,22 @@ class Agent:
         count = _int_arg(req, "count", 100, 1, 1_000_000)
         size = _int_arg(req, "size", 1000, 1, self.node.config.max_payload_bytes)
         batch = _int_arg(req, "batch", 32, 1, 4096)
+        rate = float(req.get("rate_mb_s", 0.0))  # 0: as fast as the loop goes
         loop = asyncio.get_running_loop()
         start = loop.time()
         payload = bytes(size)
         for i in range(count):
             self.driver.send_data(dest, payload)
             if i % batch == batch - 1:
-                await asyncio.sleep(0)
+                ahead = (i + 1) * size / (rate * 1e6) - (loop.time() - start) if rate else 0
+                await asyncio.sleep(max(0.0, ahead))
         return {"sent": count, "bytes": count * size,
                 "seconds": round(loop.time() - start, 6)}
+
+    async def _cmd_rx_reset(self, req: dict[str, Any]) -> Any:
+        """Zero the application receive counters (start of a throughput run)."""
+        self.app_rx = {"packets": 0, "bytes": 0, "first": 0.0, "last": 0.0}
+        return {"reset": True}
 
     async def _cmd_sync(self, req: dict[str, Any]) -> Any:
         """Sync the ledger with the backhaul now (directly or through a gateway)."""
