@@ -26,6 +26,8 @@ class Feed:
     def from_seed(cls, name: str) -> Feed:
         return cls(Identity.from_seed(name.encode().ljust(32, b"\0")[:32]))
 
-    def tx(self, body: Mapping[str, Any], time_ms: int) -> ContractTx:
+    def tx(self, body: Mapping[str, Any] | bytes, time_ms: int) -> ContractTx:
+        """The next transaction of this feed (bytes: an encoded, possibly malformed, body)."""
         self.height += 1
-        return make_tx(self.identity.node_id, self.height, 0, time_ms, dict(body))
+        payload = body if isinstance(body, bytes) else dict(body)
+        return make_tx(self.identity.node_id, self.height, 0, time_ms, payload)

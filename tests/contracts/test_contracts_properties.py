@@ -98,3 +98,40 @@ def test_replay_from_a_snapshot_equals_a_full_replay(seed, size, data):
     resumed = Engine().replay(rest, [cp], as_of_ms=as_of, base=snap)
     assert resumed.state_hash == full.state_hash
     assert resumed.final_hash == full.final_hash
+
+
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=12)
+FIELDS = st.sampled_from(["v", "op", "template", "params", "roles", "contract", "method",
+                          "args", "record", "amount", "from", "to", "at_ms", "fee", "transfer",
+                          "slot", "rules", "reason", "role", "node", "account", "holders"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(
+    st.dictionaries(FIELDS, PLAIN, max_size=6),
+    st.fixed_dictionaries({"v": st.just(1), "op": st.just("call"),
+                           "contract": st.just("CID"),
+                           "method": st.sampled_from(["record_usage", "spawn", "approve",
+                                                      "grant", "mint", "transfer", "fee"]),
+                           "args": st.dictionaries(FIELDS, PLAIN, max_size=5)}),
+    st.binary(max_size=40)), max_size=12))
+def test_untrusted_payloads_only_ever_give_recorded_refusals(bodies):
+    """Whatever the payloads, replay finishes and each transaction is applied or refused."""
+    owner = Feed.from_seed("owner")
+    c = owner.tx(P.create("agreement", {"children": ["agreement"]}), T0)
+    k = owner.tx(P.create("tokens", {"fee_account": owner.node}), T0)
+    cid = P.created_id(c.tx_id)
+    txs = [c, k]
+    for i, body in enumerate(bodies):
+        if isinstance(body, dict) and body.get("contract") == "CID":
+            body = {**body, "contract": cid}
+        txs.append(owner.tx(body, T0 + 1 + i))
+    result = Engine().replay(txs)
+    assert result.applied == len(txs)
+    assert all(h.code == "ok" or h.message for h in result.history)
+    assert Engine().replay(list(reversed(txs))).state_hash == result.state_hash
