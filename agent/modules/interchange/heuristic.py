@@ -108,9 +108,14 @@ class _Planner:
             left = sum(self.surplus[i][t0:])
             if left > 0:
                 a_scores.append((-left, s.id))
-        bs = [sid for _, sid in sorted(b_scores)[: self.opts.discharge_sites]]
-        as_: list[str | None] = [None] + [sid for _, sid in
-                                          sorted(a_scores)[: self.opts.charge_sites]]
+        # The best-placed sites, and always where the vehicle is and where it ends.
+        own = [x for x in dict.fromkeys((st.site, v.end_site))]
+        has_b = {sid for _, sid in b_scores}
+        has_a = {sid for _, sid in a_scores}
+        bs = list(dict.fromkeys([sid for _, sid in sorted(b_scores)[: self.opts.discharge_sites]]
+                                + [x for x in own if x in has_b]))
+        top_a = [sid for _, sid in sorted(a_scores)[: self.opts.charge_sites]]
+        as_: list[str | None] = [None, *dict.fromkeys(top_a + [x for x in own if x in has_a])]
         best: list[_Trip] = []
         cut: list[_Trip] = []
         for a in as_:
