@@ -1,13 +1,18 @@
-"""The fast planner for devices: greedy trips, chosen lazily.
+"""The fast planner for devices: greedy trips, chosen lazily, then local re-planning.
 
-A trip takes a vehicle from where it is free to a surplus site A (optionally: none), charges
-there in the cheapest slots with surplus left, drives to a deficit site B and discharges in
-the dearest slots with deficit left, keeping what it needs to get to its end site. The value
-of a trip is the grid cost it saves, minus trip costs, plus the value of the energy it adds
-to the battery (the exact model's objective, term for term). Each vehicle's best trip sits in
-a max-heap; the top one is re-valued against what others have taken since (values only fall
-as surpluses and deficits are used), and accepted when it still beats the next. Only the most
-promising sites are tried as A and B, which bounds the work per vehicle.
+A trip is one of: charge at a surplus site A in its cheapest slots with surplus left, drive to
+a deficit site B and give in its dearest slots with deficit left (optionally first giving
+where the vehicle is); or give at B first and refill at A; or only give at B (until it must
+leave, or until an earlier cut so that another trip can follow). The vehicle always keeps what
+it needs to reach its end site with its final energy. A trip's value is the grid cost it
+saves, minus trip costs, plus the value of the energy it adds to the battery: the exact
+model's objective, term for term, so values add up to the plan's objective. Each vehicle's
+best trip sits in a max-heap; the top one is re-valued against what others have taken since
+(values only fall as surpluses and deficits are used) and accepted when it still beats the
+next. Then pairs of vehicles that use a common site are re-planned the other way round, and
+each vehicle is re-planned alone with a few different first trips; a change is kept only when
+it gains. Only the most promising sites (plus the vehicle's own and end sites) are tried as
+A and B, which bounds the work per vehicle.
 """
 
 from __future__ import annotations
