@@ -45,6 +45,9 @@ class ServerConfig:
     idle_timeout_s: float = 60.0
     """A connection that sends nothing for this long is closed."""
     sync: SyncConfig = field(default_factory=SyncConfig)
+    backlog: int = 4096
+    """Pending connections the kernel queues. Agents wait for the server's HELLO, so a connection
+    dropped from a full accept queue would hang until the agent's timeout: keep this large."""
 
 
 class BackhaulServer:
@@ -71,7 +74,8 @@ class BackhaulServer:
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Listen; returns the bound port (0 picks a free one)."""
         self.server = await asyncio.start_server(self.handle, host, port, ssl=ssl_context,
-                                                 limit=p.MAX_FRAME_BYTES)
+                                                 limit=p.MAX_FRAME_BYTES,
+                                                 backlog=self.config.backlog)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
