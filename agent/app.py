@@ -42,6 +42,7 @@ from mesh.node import MeshNode, PayloadTooLarge
 if TYPE_CHECKING:
     from agent.backhaul_sync import BackhaulSync
     from agent.discovery import Discovery, Peer
+    from agent.peer_sync import PeerSync
     from agent.recorder import LedgerRecorder
 
 PER_PACKET = (ev.DataReceived, ev.BackhaulData, ev.DataDropped)
@@ -153,6 +154,7 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.ledger: LedgerRecorder | None = None
         self.backhaul: BackhaulSync | None = None
+        self.peer_sync: PeerSync | None = None
 
     # ----------------------------------------------------------------- life cycle
 
@@ -212,6 +214,13 @@ class Agent:
                 on_block=lambda h, n: self.log.event("ledger_block", height=h, txs=n),
                 on_error=lambda m: self.log.error("ledger_error", error=m))
             self.driver.listeners.append(self.ledger.record)
+            if self.config.ledger.peer_sync:
+                from agent.peer_sync import PeerSync
+
+                self.peer_sync = PeerSync(
+                    self.ledger, self.driver.send_data, self.identity.node_id, self.log,
+                    is_backhaul_stream=self._is_backhaul_stream,
+                    min_interval_s=self.config.ledger.peer_sync_interval_s)
             if self.config.backhaul.host:
                 from agent.backhaul_sync import BackhaulSync
 
@@ -314,6 +323,8 @@ class Agent:
             await self.monitor.stop()
         if self.backhaul is not None:
             await self.backhaul.stop()
+        if self.peer_sync is not None:
+            await self.peer_sync.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         if self.discovery is not None:
@@ -406,7 +417,13 @@ class Agent:
         self.log.event("peer_discovered", peer=node_id, addresses=",".join(peer.addresses),
                        gateway=peer.gateway, line="up" if peer.line_up else "down")
 
+    def _is_backhaul_stream(self, sid: bytes) -> bool:
+        endpoint = self.backhaul.client.endpoint if self.backhaul is not None else None
+        return endpoint is not None and endpoint.stream.stream_id == sid
+
     def _on_event(self, event: ev.Event) -> None:
+        if self.peer_sync is not None and self.peer_sync.on_event(event):
+            return
         if self.backhaul is not None and self.backhaul.on_event(event):
             return
         if isinstance(event, ev.DataReceived) and event.payload.startswith((PING, PONG)):

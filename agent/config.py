@@ -203,6 +203,10 @@ class LedgerSection:
     """Record mesh events in the ledger when the ledger package is available."""
     path: str = ""
     """SQLite file; empty = <state_dir>/ledger.sqlite."""
+    peer_sync: bool = True
+    """Sync ledgers with neighbours when they appear (partitions that meet)."""
+    peer_sync_interval_s: float = 30.0
+    """Least time between two syncs with the same neighbour."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,7 @@ class ChainMedium(asyncio.DatagramProtocol):
         self.addrs: dict[int, Any] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.frames = 0
+        self.cut: set[frozenset[int]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -46,16 +47,19 @@ class ChainMedium(asyncio.DatagramProtocol):
         elif isinstance(msg, FrameOut):
             src = next(i for i, a in self.addrs.items() if a == addr)
             for dst in (src - 1, src + 1):
-                if dst in self.addrs and msg.link_dst in (None, dst):
+                if (dst in self.addrs and msg.link_dst in (None, dst)
+                        and frozenset((src, dst)) not in self.cut):
                     self.frames += 1
                     self.transport.sendto(encode(FrameIn(msg.frame, src)), self.addrs[dst])
 
 
 async def start_agents(tmp_path: Path, count: int, mtu: int,
-                       backhaul: dict[str, Any] | None = None
+                       backhaul: dict[str, Any] | None = None,
+                       cut: set[frozenset[int]] | None = None
                        ) -> tuple[list[Agent], ChainMedium]:
     loop = asyncio.get_running_loop()
     medium = ChainMedium(mtu)
+    medium.cut = cut or set()
     transport, _ = await loop.create_datagram_endpoint(lambda: medium,
                                                        local_addr=("127.0.0.1", 0))
     port = transport.get_extra_info("sockname")[1]
@@ -172,3 +176,28 @@ async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
         medium.transport.close()
         await server.close()
         store.close()
+
+
+async def test_partitions_exchange_ledgers_when_they_meet(tmp_path: Path) -> None:
+    """{0, 1} and {2} record apart; when the 1-2 link appears, 2 gets both feeds."""
+    agents, medium = await start_agents(tmp_path, 3, mtu=1400, cut={frozenset((1, 2))})
+    keys = [a.identity.public_key for a in agents]
+    try:
+        def feeds(i: int) -> set[bytes]:
+            recorder = agents[i].ledger
+            assert recorder is not None
+            return {h.author for h in recorder.ledger.heads()}
+
+        await wait_until(lambda: keys[0] in feeds(1) and keys[1] in feeds(0))
+        assert keys[0] not in feeds(2) and keys[1] not in feeds(2)
+        medium.cut.clear()  # the partitions meet
+        await wait_until(lambda: {keys[0], keys[1]} <= feeds(2))
+        sync = agents[1].peer_sync  # took part in both meetings, as initiator or responder
+        assert sync is not None
+        await wait_until(lambda: sync.counters["complete"] >= 2)
+        assert sync.counters["failed"] == 0
+    finally:
+        for agent in agents:
+            await agent.stop()
+        assert medium.transport is not None
+        medium.transport.close()
