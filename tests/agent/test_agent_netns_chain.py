@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from agent.lab import Lab, lab_available
+from ledger import Ledger
+from mesh.identity import Identity
 
 SKIP = lab_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
@@ -87,7 +89,14 @@ def test_metrics_endpoint_serves_prometheus_text(chain: Lab) -> None:
 def test_sigterm_stops_cleanly_and_restart_resumes(chain: Lab) -> None:
     assert chain.stop_agent("E") == 0
     events = [x.get("event") for x in chain.logs("E")]
-    assert events[-2:] == ["agent_stopping", "agent_stopped"]
+    assert events[-1] == "agent_stopped"
+    assert "agent_stopping" in events[events.index("agent_started"):]
+    # SIGTERM signed the pending mesh events into E's ledger before exit.
+    host = chain.hosts["E"]
+    with Ledger.open(host.dir / "ledger.sqlite", Identity.load(host.dir / "node.key")) as led:
+        kinds = {r.tx.type for r in led.query()}
+        assert {"mesh.neighbour_up", "mesh.route_added"} <= kinds
+        assert led.pending == 0
     assert all(x.get("node") == chain.hosts["E"].node_id for x in chain.logs("E"))
     chain.start_agent("E", hello_s=0.5)
     chain.wait_ready(["E"])
