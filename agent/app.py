@@ -461,6 +461,7 @@ class Agent:
                 "neighbours": self._cmd_neighbours, "peers": self._cmd_peers,
                 "inbox": self._cmd_inbox, "send": self._cmd_send, "ping": self._cmd_ping,
                 "blast": self._cmd_blast, "rx_reset": self._cmd_rx_reset,
+                "ledger": self._cmd_ledger,
                 "sync": self._cmd_sync, "stop": self._cmd_stop}
 
     def status(self) -> dict[str, Any]:
@@ -592,6 +593,15 @@ class Agent:
                 await asyncio.sleep(max(0.0, ahead))
         return {"sent": count, "bytes": count * size,
                 "seconds": round(loop.time() - start, 6)}
+
+    async def _cmd_ledger(self, req: dict[str, Any]) -> Any:
+        """This node's ledger: its own height and the height of each feed it holds."""
+        if self.ledger is None:
+            raise CommandError("the ledger is disabled")
+        led = self.ledger.ledger
+        return {"height": led.height(), "pending": led.pending,
+                "feeds": {h.author.hex(): h.height for h in led.heads()},
+                "sync_lag_s": self.ledger.sync_lag_s()}
 
     async def _cmd_rx_reset(self, req: dict[str, Any]) -> Any:
         """Zero the application receive counters (start of a throughput run)."""

@@ -195,12 +195,16 @@ class Lab:
             f'[log]\nlevel = "info"\n\n{extra}'
         )
 
+    def key(self, name: str) -> Identity:
+        """The host's node key (created on first use)."""
+        path = self.hosts[name].dir / "node.key"
+        if not path.exists():
+            Identity.generate().save(path)
+        return Identity.load(path)
+
     def start_agent(self, name: str, **options: Any) -> Host:
         host = self.hosts[name]
-        if not (host.dir / "node.key").exists():
-            ident = Identity.generate()
-            ident.save(host.dir / "node.key")
-            host.node_id = ident.node_id.hex()
+        host.node_id = self.key(name).node_id.hex()
         config = host.dir / "agent.toml"
         config.write_text(self.config_text(host, **options))
         host.log = host.dir / "agent.log"
