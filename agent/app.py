@@ -310,7 +310,18 @@ class Agent:
 
     async def stop(self) -> None:
         """Leave the mesh, flush the ledger, close everything; safe to call twice."""
-        if self.driver is None or self.driver.closed:
+        if self.driver is None:  # start() failed before the core existed: close what opened
+            for link in self.links.values():
+                if hasattr(link, "close_async"):
+                    await link.close_async()
+                else:
+                    link.close()
+            self.links.clear()
+            if self.p2p is not None:
+                await self.p2p.stop()
+                self.p2p = None
+            return
+        if self.driver.closed:
             return
         self.log.event("agent_stopping")
         if self.node is not None and self.node.line.is_gateway:

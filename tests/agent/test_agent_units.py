@@ -348,3 +348,20 @@ def test_other_subcommands_are_registered_but_not_loaded_for_run(tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.splitlines()[-1] == "False"
+
+
+async def test_agent_start_fails_cleanly_on_a_missing_interface(tmp_path: Path) -> None:
+    from agent.app import Agent
+    from agent.config import parse_config
+    from agent.transports import TransportError
+
+    config = parse_config({"udp": [{"interface": "lo"}, {"interface": "nonexistent9"}],
+                           "node": {"state_dir": str(tmp_path)},
+                           "control": {"socket": str(tmp_path / "c.sock")}})
+    agent = Agent(config, Identity.from_seed(b"\x06" * 32))
+    with pytest.raises(TransportError, match="nonexistent9"):
+        await agent.start()
+    link = agent.links["udp:lo"]
+    await agent.stop()
+    assert link.transport is not None and link.transport.is_closing()
+    assert agent.links == {}
