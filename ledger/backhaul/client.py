@@ -62,9 +62,11 @@ async def sync_with_backhaul(ledger: Ledger, host: str, port: int, *,
                              config: SyncConfig | None = None) -> SyncResult:
     """One sync with the backhaul at host:port over TCP (TLS with `ssl_context`).
 
-    `backhaul_key` pins the server's Ed25519 key (recommended; None trusts the key the server
-    shows for this sync). Raises `AuthError` when refused, `SyncError` when either side cut the
-    session, `CheckpointError` for a bad checkpoint; blocks received before that stay stored.
+    `proofs_for` names the feeds to get checkpoint proofs for (default: ours, then the others we
+    hold, up to 1,024). `backhaul_key` pins the server's Ed25519 key (recommended; None trusts
+    the key the server shows for this sync). Raises `AuthError` when refused, `SyncError` when
+    either side cut the session, `CheckpointError` for a bad checkpoint; blocks received before
+    that stay stored.
     """
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port, ssl=ssl_context, limit=p.MAX_FRAME_BYTES), timeout)
@@ -86,7 +88,11 @@ async def sync_over(ledger: Ledger, reader: asyncio.StreamReader, writer: FrameW
         if backhaul_key is not None and server_key != backhaul_key:
             raise AuthError("the backhaul presented another key than the pinned one")
         nonce = os.urandom(32)
-        wanted = list(proofs_for) if proofs_for is not None else [ledger.author]
+        if proofs_for is not None:
+            wanted = list(proofs_for)
+        else:  # our own feed first, then the others we hold (retention needs their proofs)
+            wanted = [ledger.author] + [h.author for h in ledger.store.heads()
+                                        if h.author != ledger.author]
         writer.write(p.frame_value(p.F_AUTH, [
             ledger.author, nonce, ledger.identity.sign(p.auth_message(server_nonce, server_key)),
             wanted[:p.MAX_PROOF_REQUESTS]]))

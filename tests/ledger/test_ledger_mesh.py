@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from ledger import Ledger, Transaction
 from ledger.backhaul.mesh import GatewayRelay, MeshSyncClient
 from ledger.backhaul.server import BackhaulServer, ServerConfig
 from ledger.meshlink import MeshStream, StreamConfig, StreamError, is_ledger_payload
+from ledger.peer import LedgerMeshHost
 from ledger.store import SqliteStore
 from ledger.tx import default_registry
 from mesh.identity import Identity
@@ -115,3 +117,44 @@ def test_device_syncs_with_the_backhaul_through_a_gateway(tmp_path: Path) -> Non
     finally:
         device.close()
         store.close()
+
+
+def test_two_neighbours_sync_over_a_lossy_mesh(tmp_path: Path) -> None:
+    a = Ledger.open(tmp_path / "a.sqlite", Identity.from_seed(b"\x31" * 32))
+    b = Ledger.open(tmp_path / "b.sqlite", Identity.from_seed(b"\x32" * 32))
+    for led, n in ((a, 30), (b, 45)):
+        for i in range(n):
+            led.append(Transaction("mesh.manet_left", {"t": float(i)}))
+            led.flush()
+    rng = random.Random(3)
+    id_a, id_b = a.identity.node_id, b.identity.node_id
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        fast = StreamConfig(rto_s=0.05)
+        hosts: dict[bytes, LedgerMeshHost] = {}
+
+        def sender(me: bytes) -> Callable[[bytes, bytes], None]:
+            def send(dest: bytes, payload: bytes) -> None:
+                if rng.random() >= LOSS:
+                    loop.call_soon(hosts[dest].on_payload, me, payload)
+            return send
+
+        hosts[id_a] = LedgerMeshHost(a, sender(id_a), stream_config=fast, timeout=10)
+        hosts[id_b] = LedgerMeshHost(b, sender(id_b), stream_config=fast, timeout=10)
+        stats = await asyncio.wait_for(hosts[id_a].sync_peer(id_b), 30)
+        assert stats.blocks_out == 30 and stats.blocks_in == 45
+        for _ in range(200):  # the responder finishes on its own
+            if not hosts[id_b]._served:
+                break
+            await asyncio.sleep(0.01)
+        assert hosts[id_b].counters["served"] == 1 and hosts[id_b].counters["cut"] == 0
+
+    try:
+        asyncio.run(scenario())
+        assert [(h.author, h.height) for h in a.heads()] == [(h.author, h.height)
+                                                            for h in b.heads()]
+        assert len(a.heads()) == 2 and a.verify().ok and b.verify().ok
+    finally:
+        a.close()
+        b.close()
