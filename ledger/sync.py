@@ -88,6 +88,8 @@ class SyncConfig:
     max_new_feeds: int = 100_000
     """Feeds new to us accepted in one session."""
     max_future_ms: int = MAX_FUTURE_MS
+    max_messages: int = 100_000
+    """Messages one session may exchange: a peer that never says done cannot keep us forever."""
     fetch: bool = True
     """Ask for the peer's feeds. False = upload only: we tell the peer not to push anything
     we did not ask for (a device syncing with a fleet's backhaul does not want every feed)."""
@@ -165,6 +167,8 @@ class SyncSession:
         self.stats.messages_in += 1
         self.stats.bytes_in += len(data)
         try:
+            if self.stats.messages_in + self.stats.messages_out > self.config.max_messages:
+                raise SyncError("bounds", f"more than {self.config.max_messages} messages")
             msg = self._parse(data)
             if K_ERROR in msg:
                 raise SyncError("peer_error", str(msg[K_ERROR])[:200])

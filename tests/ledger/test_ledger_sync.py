@@ -179,3 +179,46 @@ def test_upload_only_peer_gets_nothing_it_did_not_ask_for(make_ledger: MakeLedge
     assert result.error is None
     assert result.responder.stats.blocks_in == 10 and result.initiator.stats.blocks_in == 0
     assert len(device.heads()) == 1 and len(hub.heads()) == 51
+
+
+@pytest.fixture(scope="module")
+def pool() -> list[list[bytes]]:
+    """40 feeds of 4 blocks each, by different authors."""
+    feeds = []
+    for k in range(40):
+        who = Identity.from_seed((500 + k).to_bytes(32, "big"))
+        prev, chain = bytes(32), []
+        for h in range(4):
+            blk = Block.create(who, h, prev, int(NOW * 1000), ())
+            chain.append(blk.raw)
+            prev = blk.hash
+        feeds.append(chain)
+    return feeds
+
+
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=40, max_size=40),
+       st.sampled_from([1, 4, 200]))
+@settings(max_examples=40, deadline=None)
+def test_any_two_sets_of_feeds_reconcile_to_their_union(pool: list[list[bytes]],
+                                                        lengths: list[tuple[int, int]],
+                                                        per_message: int) -> None:
+    a = Ledger.open(":memory:", Identity.from_seed(b"\x0a" * 32))
+    b = Ledger.open(":memory:", Identity.from_seed(b"\x0b" * 32))
+    try:
+        for chain, (na, nb) in zip(pool, lengths, strict=True):
+            if na:
+                a.receive_blocks(chain[:na], NOW)
+            if nb:
+                b.receive_blocks(chain[:nb], NOW)
+        cfg = SyncConfig(max_message_bytes=per_message * 200 + 64 * 1024)
+        result = sync_pair(a, b, NOW, config=cfg)
+        assert result.error is None
+        expected = {chain[0][4:36]: max(n) - 1 for chain, n in zip(pool, lengths, strict=True)
+                    if max(n) > 0}
+        assert view(a) == view(b)
+        assert {h.author: h.height for h in a.heads()} == expected
+        moved = result.initiator.stats.blocks_in + result.responder.stats.blocks_in
+        assert moved == sum(abs(na - nb) for na, nb in lengths)  # nothing sent twice
+    finally:
+        a.close()
+        b.close()
