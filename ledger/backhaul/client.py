@@ -132,6 +132,7 @@ async def sync_over(ledger: Ledger, reader: asyncio.StreamReader, writer: FrameW
         heads = verify_proofs(checkpoint, value[1])
         ledger.store.put_checkpoint(checkpoint.backhaul, checkpoint.seq, checkpoint.time_ms,
                                     checkpoint.root, checkpoint.raw, heads)
+        ledger.prune()  # the checkpoint may have made others' old blocks prunable
         return SyncResult(session.state, session.stats, checkpoint, len(heads),
                           seconds=time.monotonic() - started)
     finally:

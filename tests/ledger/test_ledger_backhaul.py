@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ledger import Ledger, Transaction
+from ledger import Ledger, LedgerConfig, Transaction
 from ledger.backhaul.client import sync_with_backhaul
 from ledger.errors import AuthError
 from mesh.identity import Identity
@@ -76,6 +76,7 @@ def exercise(tmp_path: Path, db: str, ssl_pair: tuple[ssl.SSLContext, list[str]]
                       agent(tmp_path, "c", 3, 1))
     enrol(tmp_path, db, a)
     enrol(tmp_path, db, b)
+    b.config = LedgerConfig(quota_bytes=1)
     context, extra = ssl_pair if ssl_pair is not None else (None, [])
     server = Backhaul(db, tmp_path / "backhaul.key", *extra)
     try:
@@ -90,6 +91,9 @@ def exercise(tmp_path: Path, db: str, ssl_pair: tuple[ssl.SSLContext, list[str]]
                                               proofs_for=[b.author, a.author])
             assert second.stats.blocks_out == 25 and second.stats.blocks_in == 40
             assert b.store.checkpointed_height(a.author) == 39
+            # b's quota is tiny: a's checkpointed blocks go, a's head block and b's own stay.
+            assert b.store.base_height(a.author) == 39 and b.block(a.author, 38) is None
+            assert len(list(b.store.iter_blocks(b.author))) == 25
             third = await sync_with_backhaul(a, "127.0.0.1", server.port,
                                              backhaul_key=server.key, ssl_context=context)
             assert third.stats.blocks_in == 25 and third.stats.blocks_out == 0
