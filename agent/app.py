@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from agent.peer_sync import PeerSync
     from agent.recorder import LedgerRecorder
 
+BLE_LINK_OVERHEAD = 4
+"""ATT header + notification tag (agent.transports.ble.LINK_OVERHEAD, not imported here so
+that bleak loads only when BLE is on)."""
 PER_PACKET = (ev.DataReceived, ev.BackhaulData, ev.DataDropped)
 PING = b"\x00manet-ping"
 PONG = b"\x00manet-pong"
@@ -167,7 +170,7 @@ class Agent:
         if self.config.ble.enabled:
             b = self.config.ble
             base = BLE if b.att_mtu > 23 else BLE_MIN
-            profiles[b.name] = dataclasses.replace(base, mtu=b.att_mtu - 3)
+            profiles[b.name] = dataclasses.replace(base, mtu=b.att_mtu - BLE_LINK_OVERHEAD)
         if self.config.wifi_direct.enabled:
             w = self.config.wifi_direct
             profiles[w.name] = dataclasses.replace(WIFI, mtu=w.mtu)

@@ -9,9 +9,13 @@
   connection carries both directions: central -> peripheral by write-without-response to RX,
   peripheral -> central by notification on TX. BLE has no broadcast on a connection, so a
   "to all" frame is sent on every connection.
-- Size: a write or notification carries at most ATT_MTU - 3 bytes; the core fragments its
-  frames to the link MTU we give it (ATT_MTU - 3), and anything larger is refused here
-  (counted), as the controller would.
+- Tags: a peripheral may only be able to notify all its subscribed centrals at once (BlueZ's
+  D-Bus API works that way), so each notification starts with a one-byte tag naming the
+  central it is for (0xFF: all). A central reads its tag from the TAG characteristic (the
+  peripheral answers each reader with its own) and drops notifications for others.
+- Size: a write or notification carries at most ATT_MTU - 3 bytes; with the tag, the core
+  fragments its frames to ATT_MTU - 4 (the link MTU we give it), and anything larger is
+  refused here (counted), as the controller would.
 - Order: each peer has a bounded queue and one writer task, so frames (and the fragments of
   one frame) leave in order; a full queue drops (counted) rather than grow.
 
@@ -39,6 +43,11 @@ from mesh.line import TECHNOLOGIES, LineStatus
 SERVICE_UUID = "7d2e0001-1c0a-4c5e-9a51-6d0f1b5a0001"
 RX_UUID = "7d2e0002-1c0a-4c5e-9a51-6d0f1b5a0001"
 TX_UUID = "7d2e0003-1c0a-4c5e-9a51-6d0f1b5a0001"
+TAG_UUID = "7d2e0004-1c0a-4c5e-9a51-6d0f1b5a0001"
+ALL_TAG = 0xFF
+"""Notification tag meaning "for every central"."""
+LINK_OVERHEAD = 4
+"""ATT header (3) + our notification tag (1): frames are at most ATT_MTU - 4 bytes."""
 ADVERT_LEN = 10
 QUEUE_FRAMES = 256
 ATT_HEADER = 3
@@ -118,14 +127,15 @@ class BleLink:
         self.line = LineStatus()
         self.rx = 0
         self.tx = 0
+        self.tags: dict[str, int] = {}  # our tag at each peer we reach as central
         self.stats: dict[str, int] = {"too_large": 0, "queue_full": 0, "write_errors": 0,
                                       "connect_timeouts": 0, "connect_errors": 0,
-                                      "bad_adverts": 0}
+                                      "bad_adverts": 0, "not_for_us": 0}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def frame_mtu(self) -> int:
-        return self.att_mtu - ATT_HEADER
+        return self.att_mtu - LINK_OVERHEAD
 
     async def start(self) -> None:
         self.peripheral.on_write = self._on_write
@@ -181,8 +191,12 @@ class BleLink:
                              timeout=self.connect_timeout_s, **kwargs)
         try:
             await client.connect()
+            tag = bytes(await client.read_gatt_char(TAG_UUID))
+            if len(tag) != 1:
+                raise BleakError(f"{address} gave a {len(tag)}-byte tag")
+            self.tags[address] = tag[0]
             await client.start_notify(
-                TX_UUID, lambda ch, data: self._on_frame(address, bytes(data)))
+                TX_UUID, lambda ch, data: self._on_notify(address, bytes(data)))
         except TimeoutError:
             self.stats["connect_timeouts"] += 1
             self.failed[address] = asyncio.get_running_loop().time()
@@ -204,6 +218,7 @@ class BleLink:
 
     def _on_gone(self, address: str) -> None:
         self.clients.pop(address, None)
+        self.tags.pop(address, None)
         self.centrals.discard(address)
         writer = self.writers.pop(address, None)
         if writer is not None:
@@ -214,6 +229,12 @@ class BleLink:
 
     def _on_write(self, address: str, data: bytes) -> None:
         self._on_frame(address, data)
+
+    def _on_notify(self, address: str, data: bytes) -> None:
+        if not data or data[0] not in (ALL_TAG, self.tags.get(address)):
+            self.stats["not_for_us"] += 1
+            return
+        self._on_frame(address, data[1:])
 
     def _on_frame(self, address: str, data: bytes) -> None:
         self.rx += 1

@@ -3,7 +3,8 @@
 `BumbleScanner` and `BumbleClient` implement bleak's backend interfaces
 (`BaseBleakScanner`, `BaseBleakClient`) on a bumble `Device`, passed as the `bumble_device`
 keyword: `BleakScanner(cb, [uuid], backend=BumbleScanner, bumble_device=dev)`,
-`BleakClient(addr, backend=BumbleClient, bumble_device=dev, timeout=2.0)`. The agent code
+`BleakClient(addr, backend=BumbleClient, bumble_device=dev, timeout=2.0)`; pass one
+`connect_lock` per device too (a controller makes one LE connection at a time). The agent code
 above it is the same as on BlueZ; only the radio is emulated.
 
 `RangeLink` is bumble's in-process `LocalLink` with a range filter you control: an
@@ -191,6 +192,8 @@ class BumbleClient(BaseBleakClient):
                                                             timeout=self._timeout)
             except (core.TimeoutError, core.ConnectionError) as exc:
                 raise TimeoutError(f"no answer from {self.address}") from exc
+            except core.BaseBumbleError as exc:
+                raise BleakError(f"cannot connect to {self.address}: {exc}") from exc
         self.connection.on("disconnection", self._on_disconnection)
         self.peer = Peer(self.connection)
         if self.wanted_mtu > 23:
@@ -278,7 +281,7 @@ class BumblePeripheral:
     """Our GATT server (RX written by centrals, TX notified to them) and advertiser."""
 
     def __init__(self, device: Device, service_uuid: str, rx_uuid: str, tx_uuid: str,
-                 max_mtu: int = 247) -> None:
+                 tag_uuid: str, max_mtu: int = 247) -> None:
         self.device = device
         self.service_uuid = core.UUID(service_uuid)
         self.on_write: Callable[[str, bytes], None] | None = None
@@ -294,7 +297,11 @@ class BumblePeripheral:
             gatt.CharacteristicValue(write=self._written))
         self.tx = gatt.Characteristic(core.UUID(tx_uuid), gatt.Characteristic.Properties.NOTIFY,
                                       gatt.Characteristic.READABLE, b"")
-        device.add_service(gatt.Service(self.service_uuid, [self.rx, self.tx]))
+        self.tag: gatt.Characteristic[bytes] = gatt.Characteristic(
+            core.UUID(tag_uuid), gatt.Characteristic.Properties.READ,
+            gatt.Characteristic.READABLE, gatt.CharacteristicValue(read=self._read_tag))
+        self.tags: dict[str, int] = {}
+        device.add_service(gatt.Service(self.service_uuid, [self.rx, self.tx, self.tag]))
         device.gatt_server.max_mtu = max_mtu
         device.on("connection", self._on_connection)
 
@@ -302,6 +309,7 @@ class BumblePeripheral:
         address = str(connection.peer_address).split("/", 1)[0]
 
         def gone(reason: int) -> None:
+            self.tags.pop(address, None)
             if self.on_disconnect is not None:
                 self.on_disconnect(address)
 
@@ -315,6 +323,16 @@ class BumblePeripheral:
                 task.add_done_callback(self._tasks.discard)
             if self.on_connect is not None:
                 self.on_connect(address)
+
+    def tag_of(self, address: str) -> int:
+        """The notification tag of a central (assigned on first use, 0..254)."""
+        if address not in self.tags:
+            used = set(self.tags.values())
+            self.tags[address] = next(t for t in range(255) if t not in used)
+        return self.tags[address]
+
+    def _read_tag(self, connection: Connection) -> bytes:
+        return bytes([self.tag_of(str(connection.peer_address).split("/", 1)[0])])
 
     def _written(self, connection: Connection, value: bytes) -> None:
         if self.on_write is not None:
@@ -349,9 +367,10 @@ class BumblePeripheral:
         connection = self._connection(address)
         if connection is None:
             raise BleakError(f"{address} is not connected to us")
-        if len(data) > connection.att_mtu - ATT_HEADER:
-            raise BleakError(f"notification of {len(data)} bytes exceeds ATT_MTU - 3")
-        await self.device.notify_subscriber(connection, self.tx, data)
+        value = bytes([self.tag_of(address)]) + data
+        if len(value) > connection.att_mtu - ATT_HEADER:
+            raise BleakError(f"notification of {len(value)} bytes exceeds ATT_MTU - 3")
+        await self.device.notify_subscriber(connection, self.tx, value)
 
     async def stop(self) -> None:
         if self.device.is_advertising:

@@ -8,10 +8,11 @@ by a CoreDriver over a BleLink that uses the bleak API (BleakScanner, BleakClien
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from bleak import BleakClient
@@ -25,6 +26,7 @@ from agent.transports import TransportError
 from agent.transports.ble import (
     RX_UUID,
     SERVICE_UUID,
+    TAG_UUID,
     TX_UUID,
     AdvertError,
     BleLink,
@@ -64,9 +66,10 @@ async def build(count: int, att_mtu: int, line_up: int | None = None) -> list[No
     nodes: list[Node] = []
     for i in range(count):
         device = await make_device(radio, f"n{i}", f"C0:00:00:00:00:{i + 1:02X}")
-        peripheral = BumblePeripheral(device, SERVICE_UUID, RX_UUID, TX_UUID, max_mtu=att_mtu)
+        peripheral = BumblePeripheral(device, SERVICE_UUID, RX_UUID, TX_UUID, TAG_UUID,
+                                      max_mtu=att_mtu)
         ident = Identity.from_seed(bytes([40 + i]) * 32)
-        profile = BLE if att_mtu > 23 else BLE_MIN
+        base = BLE if att_mtu > 23 else BLE_MIN
         holder: dict[str, CoreDriver] = {}
 
         def deliver(data: bytes, iface: str, src: Hashable, h: dict[str, CoreDriver] = holder
@@ -75,9 +78,11 @@ async def build(count: int, att_mtu: int, line_up: int | None = None) -> list[No
 
         link = BleLink(iface="ble", node_id=ident.node_id, deliver=deliver,
                        peripheral=peripheral, att_mtu=att_mtu, connect_timeout_s=2.0,
-                       retry_s=0.5, bleak_kwargs={"bumble_device": device},
+                       retry_s=0.5,
+                       bleak_kwargs={"bumble_device": device, "connect_lock": asyncio.Lock()},
                        scanner_backend=BumbleScanner, client_backend=BumbleClient)
-        assert link.frame_mtu == profile.mtu
+        profile = dataclasses.replace(base, mtu=link.frame_mtu)
+        assert link.frame_mtu == att_mtu - 4
         line = LineStatus(True, "lte", -80, True, 30) if i == line_up else LineStatus()
         node = MeshNode(identity=ident, rng=random.Random(i), now=loop.time(),
                         interfaces={"ble": profile}, line=line,
@@ -150,7 +155,7 @@ async def test_oversized_writes_are_refused_and_absent_peers_time_out() -> None:
     try:
         await wait_until(lambda: nodes[0].link.connected() != [])
         with pytest.raises(TransportError):
-            nodes[0].link.send(None, b"x" * 21)
+            nodes[0].link.send(None, b"x" * 20)
         assert nodes[0].link.stats["too_large"] == 1
         client = nodes[0].link.clients[nodes[0].link.connected()[0]]
         with pytest.raises(BleakError, match="exceeds ATT_MTU"):
@@ -172,8 +177,9 @@ async def test_agents_over_ble_ping_across_two_hops(tmp_path: Path) -> None:
         for i in range(3):
             device = await make_device(radio, f"n{i}", f"C1:00:00:00:00:{i + 1:02X}")
             env = BleEnvironment(
-                peripheral=BumblePeripheral(device, SERVICE_UUID, RX_UUID, TX_UUID),
-                bleak_kwargs={"bumble_device": device}, scanner_backend=BumbleScanner,
+                peripheral=BumblePeripheral(device, SERVICE_UUID, RX_UUID, TX_UUID, TAG_UUID),
+                bleak_kwargs={"bumble_device": device, "connect_lock": asyncio.Lock()},
+                scanner_backend=BumbleScanner,
                 client_backend=BumbleClient)
             config = parse_config({
                 "node": {"state_dir": str(tmp_path / f"a{i}"), "seed": i},
@@ -191,7 +197,7 @@ async def test_agents_over_ble_ping_across_two_hops(tmp_path: Path) -> None:
         result = await agents[2]._cmd_ping({"dest": agents[0].node_hex, "count": 2,
                                             "timeout": 3.0})
         assert None not in result["rtt_ms"]
-        assert agents[0].node is not None and agents[0].node.interfaces["ble"].mtu == 182
+        assert agents[0].node is not None and agents[0].node.interfaces["ble"].mtu == 181
         # The gateway's advert carries its line: the others saw it before connecting.
         link = agents[1].links["ble"]
         assert any(p.line.is_gateway for p in link.peers.values())
@@ -207,3 +213,16 @@ def test_ble_without_a_peripheral_backend_is_refused(tmp_path: Path) -> None:
     agent = Agent(config, Identity.from_seed(b"\x05" * 32))
     with pytest.raises(TransportError, match="peripheral backend"):
         asyncio.run(agent.start())
+
+
+def test_notifications_for_other_centrals_are_dropped() -> None:
+    got: list[tuple[bytes, str, Hashable]] = []
+    link = BleLink(iface="ble", node_id=b"\x01" * 8, deliver=lambda d, i, s: got.append((d, i, s)),
+                   peripheral=cast(Any, None))
+    link.tags["AA:00:00:00:00:01"] = 3
+    link._on_notify("AA:00:00:00:00:01", b"\x03mine")
+    link._on_notify("AA:00:00:00:00:01", b"\x05theirs")
+    link._on_notify("AA:00:00:00:00:01", b"\xffall")
+    link._on_notify("AA:00:00:00:00:01", b"")
+    assert [d for d, _, _ in got] == [b"mine", b"all"]
+    assert link.stats["not_for_us"] == 2
