@@ -33,6 +33,8 @@ class BlockStore(Protocol):
     def record_equivocation(self, author: bytes, height: int, raw_a: bytes, raw_b: bytes,
                             now_ms: int) -> None: ...
 
+    def equivocation_raws(self, limit: int) -> list[tuple[bytes, bytes]]: ...
+
 
 @dataclass(slots=True)
 class IngestResult:
@@ -92,3 +94,21 @@ def ingest(store: BlockStore, raws: Iterable[bytes], registry: TxRegistry, now_m
     finally:
         store.put_blocks(pending)
     return result
+
+
+def accept_proof(store: BlockStore, raw_a: bytes, raw_b: bytes, registry: TxRegistry,
+                 now_ms: int, *, verifier: Verifier = ed25519_verify) -> bool:
+    """Check an equivocation proof from a peer (two different blocks, one author, one height,
+    both validly signed) and keep it; True when it was new. Raises `BlockError` if it is not a
+    proof (the peer sent junk: cut it)."""
+    a = decode_block(raw_a, registry)
+    b = decode_block(raw_b, registry)
+    if a.author != b.author or a.height != b.height or raw_a == raw_b:
+        raise BlockError("proof", "not two different blocks of one author at one height")
+    for block in (a, b):
+        if not verifier(block.author, block.signature, block.signing_bytes()):
+            raise BlockError("proof", "a block of the proof is not signed by its author")
+    if store.flag_of(a.author) is not None:
+        return False
+    store.record_equivocation(a.author, a.height, raw_a, raw_b, now_ms)
+    return True

@@ -79,14 +79,19 @@ class PostgresStore:
         return [FeedHead(bytes(a), h, bytes(x), t) for a, h, x, t in rows]
 
     def flag_of(self, author: bytes) -> str | None:
-        row = self.db.execute("SELECT flagged FROM ledger_feeds WHERE author=%s",
+        row = self.db.execute("SELECT min(height) FROM ledger_equivocations WHERE author=%s",
                               (author,)).fetchone()
-        return None if row is None else row[0]
+        return None if row is None or row[0] is None else f"equivocation at height {row[0]}"
 
     def flagged(self) -> dict[bytes, str]:
-        rows = self.db.execute("SELECT author, flagged FROM ledger_feeds "
-                               "WHERE flagged IS NOT NULL").fetchall()
-        return {bytes(a): r for a, r in rows}
+        rows = self.db.execute("SELECT author, min(height) FROM ledger_equivocations "
+                               "GROUP BY author").fetchall()
+        return {bytes(a): f"equivocation at height {h}" for a, h in rows}
+
+    def equivocation_raws(self, limit: int) -> list[tuple[bytes, bytes]]:
+        rows = self.db.execute("SELECT raw_a, raw_b FROM ledger_equivocations "
+                               "ORDER BY found_ms LIMIT %s", (limit,)).fetchall()
+        return [(bytes(a), bytes(b)) for a, b in rows]
 
     def base_height(self, author: bytes) -> int:
         row = self.db.execute("SELECT base_height FROM ledger_feeds WHERE author=%s",

@@ -125,13 +125,15 @@ class SqliteStore:
         return [FeedHead(a, h, x, t) for a, h, x, t in rows]
 
     def flagged(self) -> dict[bytes, str]:
-        """Authors caught equivocating, with the reason: their feeds are no longer extended."""
-        rows = self.db.execute("SELECT author, flagged FROM feeds WHERE flagged IS NOT NULL")
-        return {a: r for a, r in rows}
+        """Authors caught equivocating, with the reason: their feeds are no longer extended.
+        (The proof is what counts: we may hold a proof about a feed we never stored.)"""
+        rows = self.db.execute("SELECT author, min(height) FROM equivocations GROUP BY author")
+        return {a: f"equivocation at height {h}" for a, h in rows}
 
     def flag_of(self, author: bytes) -> str | None:
-        row = self.db.execute("SELECT flagged FROM feeds WHERE author=?", (author,)).fetchone()
-        return None if row is None else row[0]
+        row = self.db.execute("SELECT min(height) FROM equivocations WHERE author=?",
+                              (author,)).fetchone()
+        return None if row is None or row[0] is None else f"equivocation at height {row[0]}"
 
     def base_height(self, author: bytes) -> int:
         row = self.db.execute("SELECT base_height FROM feeds WHERE author=?",
@@ -208,6 +210,12 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def equivocation_raws(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` proofs (both blocks), oldest first: what a sync passes on."""
+        rows = self.db.execute("SELECT raw_a, raw_b FROM equivocations ORDER BY found_ms "
+                               "LIMIT ?", (limit,))
+        return [(bytes(a), bytes(b)) for a, b in rows]
 
     def equivocations(self) -> list[Equivocation]:
         rows = self.db.execute("SELECT author, height, raw_a, raw_b, found_ms FROM equivocations "

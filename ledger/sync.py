@@ -11,14 +11,16 @@ interrupted sync resumable: every block is validated and stored as its message a
 new session after a cut reconciles from the new heads and asks only for what is still missing.
 
 Message (deterministic CBOR map):
-{0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error, 6: no_push}
+{0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error, 6: no_push, 7: proofs}
 - ranges: groups [lo, mode, payload]; mode 1 (fingerprints): payload [[hi, fp, count], ...],
   consecutive sub-ranges from lo; mode 2 (item list): payload [hi, [[prefix, height, hash8]]]
   where prefix is the first 8 bytes of the author key (see `ledger.reconcile`); hi None = end;
 - wants: [[author prefix, from_height], ...]: send me the feed(s) with that prefix from there;
 - blocks: encoded blocks, each feed in height order;
 - done: the sender has nothing more to ask or send; the session ends when both said done;
-- no_push: the sender only uploads; send it nothing it did not ask for.
+- no_push: the sender only uploads; send it nothing it did not ask for;
+- proofs: [[block, block], ...] equivocation proofs the sender holds (first message only): the
+  receiver checks them, keeps them and stops extending the author's feed.
 A side that receives an item list knows both sides of that range: it asks for what it lacks
 and pushes what the other lacks, without another round trip.
 
@@ -37,7 +39,7 @@ from typing import Any, Protocol
 from ledger import codec
 from ledger.block import MAX_BLOCK_BYTES
 from ledger.errors import BlockError, CodecError, SyncError
-from ledger.ingest import BlockStore, ingest
+from ledger.ingest import BlockStore, accept_proof, ingest
 from ledger.reconcile import (
     BRANCHES,
     IDLIST_MAX,
@@ -53,7 +55,9 @@ from mesh.identity import verify as ed25519_verify
 VERSION = 1
 M_FP = 1
 M_IDS = 2
-K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH = 0, 1, 2, 3, 4, 5, 6
+K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH, K_PROOFS = range(8)
+MAX_PROOFS = 16
+"""Equivocation proofs passed on per session (they are rare; each is two blocks)."""
 
 
 class SyncStore(BlockStore, Protocol):
@@ -174,6 +178,7 @@ class SyncSession:
                 raise SyncError("peer_error", str(msg[K_ERROR])[:200])
             self._got_done = bool(msg.get(K_DONE, False))
             self._peer_fetches = not msg.get(K_NO_PUSH, False)
+            self._take_proofs(msg.get(K_PROOFS, []), now)
             self._take_blocks(msg.get(K_BLOCKS, []), now)
             self._take_wants(msg.get(K_WANTS, []))
             self._take_ranges(msg.get(K_RANGES, []))
@@ -228,7 +233,8 @@ class SyncSession:
         if type(msg) is not dict or msg.get(K_VERSION) != VERSION:
             raise SyncError("malformed", "not a sync message of version 1")
         for key in msg:
-            if key not in (K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH):
+            if key not in (K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH,
+                           K_PROOFS):
                 raise SyncError("malformed", f"unknown key {key!r}")
         for key, limit in ((K_RANGES, self.config.max_ranges), (K_WANTS, self.config.max_wants),
                            (K_BLOCKS, None)):
@@ -261,6 +267,21 @@ class SyncSession:
             self.on_blocks(len(result.stored))
         if self._new_feeds > self.config.max_new_feeds:
             raise SyncError("bounds", f"more than {self.config.max_new_feeds} new feeds")
+
+    def _take_proofs(self, proofs: Any, now: float) -> None:
+        """Equivocation proofs first, so that a flagged feed's blocks are refused at once."""
+        if type(proofs) is not list or len(proofs) > MAX_PROOFS:
+            raise SyncError("bounds", f"at most {MAX_PROOFS} proofs per message")
+        for proof in proofs:
+            if (type(proof) is not list or len(proof) != 2 or type(proof[0]) is not bytes
+                    or type(proof[1]) is not bytes):
+                raise SyncError("malformed", "a proof is [block, block]")
+            try:
+                if accept_proof(self.store, proof[0], proof[1], self.registry, int(now * 1000),
+                                verifier=self.verifier):
+                    self.stats.equivocations += 1
+            except BlockError as exc:
+                raise SyncError("invalid_proof", str(exc)) from exc
 
     def _take_wants(self, wants: list[Any]) -> None:
         for want in wants:
@@ -373,6 +394,16 @@ class SyncSession:
         msg: dict[int, Any] = {K_VERSION: VERSION}
         if not self.config.fetch:
             msg[K_NO_PUSH] = True
+        if self.stats.messages_out == 0:
+            proofs: list[list[bytes]] = []
+            room = self.config.max_message_bytes // 4
+            for a, b in self.store.equivocation_raws(MAX_PROOFS):
+                room -= len(a) + len(b)
+                if room < 0:
+                    break
+                proofs.append([a, b])
+            if proofs:
+                msg[K_PROOFS] = proofs
         if self._out_ranges:
             msg[K_RANGES] = self._out_ranges
             self._out_ranges = []

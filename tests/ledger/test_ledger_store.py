@@ -191,3 +191,35 @@ def test_retention_prunes_only_checkpointed_blocks_of_others(make_ledger: MakeLe
     b.flush(NOW + 60)
     assert sync_pair(b, a, NOW + 61).error is None
     assert a.store.head(b.author).height == 30  # type: ignore[union-attr]
+
+
+def test_equivocation_proofs_travel_with_sync(make_ledger: MakeLedger) -> None:
+    cheat = Identity.from_seed(b"\x09" * 32)
+    a, c = make_ledger("a", 1), make_ledger("c", 3)
+    genesis = Block.create(cheat, 0, bytes(32), int(NOW * 1000), (left(0),))
+    fork_a = Block.create(cheat, 1, genesis.hash, int(NOW * 1000), (left(1),))
+    fork_b = Block.create(cheat, 1, genesis.hash, int(NOW * 1000), (left(2),))
+    a.receive_blocks([genesis.raw, fork_a.raw], NOW)
+    a.receive_blocks([fork_b.raw], NOW)
+    result = sync_pair(c, a, NOW)
+    assert result.error is None and result.initiator.stats.equivocations == 1
+    assert cheat.public_key in c.store.flagged()
+    assert c.store.head(cheat.public_key) is None  # its blocks were refused, the proof kept
+    assert sync_pair(c, a, NOW).initiator.stats.equivocations == 0  # known: not counted again
+
+
+def test_a_forged_proof_cuts_the_peer(make_ledger: MakeLedger) -> None:
+    from ledger import codec
+    from ledger.errors import SyncError
+    from ledger.sync import K_PROOFS, K_VERSION, VERSION, SyncSession
+
+    c = make_ledger("c", 3)
+    honest = Identity.from_seed(b"\x07" * 32)
+    real = Block.create(honest, 0, bytes(32), int(NOW * 1000), (left(0),))
+    fake = bytearray(Block.create(honest, 0, bytes(32), int(NOW * 1000), (left(1),)).raw)
+    fake[-1] ^= 1
+    session = SyncSession(c.store, c.registry, initiator=False, peer="liar", now=NOW)
+    message = codec.encode({K_VERSION: VERSION, K_PROOFS: [[real.raw, bytes(fake)]]})
+    with pytest.raises(SyncError) as info:
+        session.receive(message, NOW)
+    assert info.value.reason == "invalid_proof" and not c.store.flagged()
