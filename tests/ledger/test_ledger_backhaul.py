@@ -168,3 +168,33 @@ def test_enrol_refuses_a_bad_key_file(tmp_path: Path) -> None:
     bad.write_text("nonsense")
     result = cli("enrol", str(bad), "--db", f"sqlite:{tmp_path / 'b.sqlite'}")
     assert result.returncode == 2 and "manet-backhaul:" in result.stderr
+
+
+@pytest.mark.postgres
+def test_two_backhaul_instances_share_one_postgresql(tmp_path: Path) -> None:
+    _postgres_or_skip()
+    from ledger.pgstore import PostgresStore
+
+    store = PostgresStore(PG_DSN)
+    store.drop_all()
+    store.close()
+    a, b = agent(tmp_path, "a", 1, 30), agent(tmp_path, "b", 2, 20)
+    enrol(tmp_path, PG_DSN, a)
+    enrol(tmp_path, PG_DSN, b)
+    one = Backhaul(PG_DSN, tmp_path / "backhaul.key")
+    two = Backhaul(PG_DSN, tmp_path / "backhaul.key")  # same key: one logical backhaul
+    try:
+        async def scenario() -> None:
+            both = await asyncio.gather(
+                sync_with_backhaul(a, "127.0.0.1", one.port, backhaul_key=one.key),
+                sync_with_backhaul(b, "127.0.0.1", two.port, backhaul_key=two.key))
+            assert [r.stats.blocks_out for r in both] == [30, 20]
+            again = await sync_with_backhaul(b, "127.0.0.1", two.port, backhaul_key=two.key)
+            assert again.stats.blocks_in == 30  # a's blocks, stored through the other instance
+        asyncio.run(scenario())
+        assert b.store.head(a.author) is not None and b.verify().ok
+    finally:
+        one.stop()
+        two.stop()
+        a.close()
+        b.close()
