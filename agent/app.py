@@ -262,17 +262,20 @@ class Agent:
         from agent.transports.ble import BleLink
 
         b = self.config.ble
-        if self.ble_env is None:
-            raise TransportError(
-                "BLE needs a peripheral backend: the BlueZ D-Bus GATT server and advertiser "
-                "are not implemented in this version (see docs/agent.md); the bumble "
-                "emulation is passed in by tests")
+        env = self.ble_env
+        if env is None:  # a real adapter: BlueZ for both roles (tests pass bumble instead)
+            from agent.transports.ble import RX_UUID, SERVICE_UUID, TAG_UUID, TX_UUID
+            from agent.transports.ble_bluez import BluezPeripheral
+
+            env = BleEnvironment(
+                peripheral=BluezPeripheral(SERVICE_UUID, RX_UUID, TX_UUID, TAG_UUID,
+                                           adapter=b.adapter),
+                bleak_kwargs={"bluez": {"adapter": b.adapter}})
         return BleLink(iface=b.name, node_id=self.identity.node_id, deliver=self._deliver,
-                       peripheral=self.ble_env.peripheral, att_mtu=b.att_mtu,
+                       peripheral=env.peripheral, att_mtu=b.att_mtu,
                        connect_timeout_s=b.connect_timeout_s, retry_s=b.retry_s,
-                       bleak_kwargs=self.ble_env.bleak_kwargs,
-                       scanner_backend=self.ble_env.scanner_backend,
-                       client_backend=self.ble_env.client_backend)
+                       bleak_kwargs=env.bleak_kwargs, scanner_backend=env.scanner_backend,
+                       client_backend=env.client_backend)
 
     async def _start_wifi_direct(self) -> None:
         from agent.config import UdpSection

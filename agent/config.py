@@ -91,7 +91,7 @@ class BleSection:
     """A BLE link through bleak: adverts for discovery, GATT writes/notifications for frames."""
 
     enabled: bool = False
-    """Run the BLE link (needs a peripheral backend; see docs/agent.md)."""
+    """Run the BLE link (BlueZ over D-Bus on Linux)."""
     att_mtu: int = 247
     """ATT MTU asked for; frames are fragmented to att_mtu - 3 (23 = the BLE default)."""
     connect_timeout_s: float = 5.0

@@ -206,13 +206,21 @@ async def test_agents_over_ble_ping_across_two_hops(tmp_path: Path) -> None:
             await agent.stop()
 
 
-def test_ble_without_a_peripheral_backend_is_refused(tmp_path: Path) -> None:
-    config = parse_config({"ble": {"enabled": True},
+def test_ble_on_a_machine_without_bluez_fails_clearly(tmp_path: Path) -> None:
+    """Without an injected emulation the agent uses BlueZ over the system D-Bus."""
+    config = parse_config({"ble": {"enabled": True, "adapter": "hci7"},
                            "node": {"state_dir": str(tmp_path)},
                            "control": {"socket": str(tmp_path / "c.sock")}})
     agent = Agent(config, Identity.from_seed(b"\x05" * 32))
-    with pytest.raises(TransportError, match="peripheral backend"):
-        asyncio.run(agent.start())
+
+    async def start() -> None:
+        try:
+            await agent.start()
+        finally:
+            await agent.stop()
+
+    with pytest.raises((TransportError, BleakError)):
+        asyncio.run(start())
 
 
 def test_notifications_for_other_centrals_are_dropped() -> None:
