@@ -7,6 +7,7 @@ tolerated, metrics served, and a clean SIGTERM shutdown followed by a restart th
 from __future__ import annotations
 
 import itertools
+import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -55,6 +56,7 @@ def test_route_over_four_hops_delivers_data(chain: Lab) -> None:
     assert all(r is not None for r in rtts)
 
 
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (nft) is not installed")
 def test_random_loss_is_tolerated(chain: Lab) -> None:
     """20 % of the frames C receives are dropped; the route holds and most pings arrive."""
     for iface in chain.hosts["C"].ifaces:
