@@ -249,6 +249,10 @@ class SyncSession:
         for raw in raws:
             if type(raw) is not bytes or len(raw) > MAX_BLOCK_BYTES:
                 raise SyncError("malformed", "blocks must be byte strings")
+        if self._stored_bytes >= self.config.max_session_bytes:
+            # We stopped asking at the limit; a peer that keeps pushing is cut (what we stored
+            # stays, and the next session goes on from there).
+            raise SyncError("bounds", f"over {self.config.max_session_bytes} bytes this session")
         try:
             result = ingest(self.store, raws, self.registry, int(now * 1000),
                             verifier=self.verifier, max_future_ms=self.config.max_future_ms)

@@ -222,3 +222,19 @@ def test_any_two_sets_of_feeds_reconcile_to_their_union(pool: list[list[bytes]],
     finally:
         a.close()
         b.close()
+
+
+def test_session_byte_cap_stops_a_flood_and_the_next_session_goes_on(
+        make_ledger: MakeLedger) -> None:
+    a, b = make_ledger("a", 1), make_ledger("b", 2)
+    grow(a, 200, txs=8)
+    cfg = SyncConfig(max_message_bytes=70 * 1024, max_session_bytes=40 * 1024)
+    first = sync_pair(b, a, NOW + 300, config=cfg)
+    got = b.store.head(a.author)
+    assert got is not None and 0 < got.height < 199
+    assert first.error is None or first.error.reason == "bounds"
+    for _ in range(10):
+        if b.store.head(a.author) == a.store.head(a.author):
+            break
+        sync_pair(b, a, NOW + 301, config=cfg)
+    assert view(a) == view(b) and b.verify(NOW + 302).ok
