@@ -35,10 +35,6 @@ class BlockError(LedgerError):
         self.reason = reason
 
 
-class EquivocationError(BlockError):
-    """An author signed two different blocks at one height; both are kept as proof."""
-
-
 class StorageError(LedgerError):
     """The database cannot be used: corrupt, foreign, newer schema, or unwritable."""
 
