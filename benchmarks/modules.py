@@ -13,8 +13,9 @@ among 100,000 facilities.
 
 Interchange: 20 generated cases from 4 sites x 3 vehicles to 20 sites x 10 vehicles, 96
 slots of 15 minutes (agent/modules/interchange/generate.py). The exact model runs with a
-time limit; when it stops there, the heuristic's gap is given both to its best plan and to
-its proven bound (the true gap lies between). Targets: heuristic within 5 % of the optimum
+time limit (its own best plan is compared here, not the heuristic plan it keeps by default);
+when it stops there, the heuristic's gap is given both to that plan and to the proven bound
+(the true gap to the optimum lies between). Targets: heuristic within 5 % of the optimum
 on average, under 1 s per case.
 """
 
@@ -44,6 +45,7 @@ from agent.modules.charging.vehicle import CurvePoint, Vehicle
 from agent.modules.interchange.exact import ExactOptions, solve_exact
 from agent.modules.interchange.generate import generated_case
 from agent.modules.interchange.heuristic import solve_heuristic
+from agent.modules.interchange.model import InterchangeError
 from agent.modules.interchange.plan import check
 
 CAR = Vehicle("bench", "Bench Car 58 kWh", 58_000, 170, 11_000, 3, 130_000,
@@ -143,18 +145,24 @@ def bench_interchange(cases: int, time_limit: float) -> dict[str, Any]:
         vehicles = round(3 + 7 * k / max(cases - 1, 1))
         sc = generated_case(sites, vehicles, seed=100 + k)
         heur = solve_heuristic(sc)
-        exact = solve_exact(sc, ExactOptions(time_limit_s=time_limit))
-        h, x = heur.figures.objective, exact.figures.objective
-        best = min(h, x)  # the heuristic can beat an exact run stopped by its time limit
+        h = heur.figures.objective
+        try:  # the MILP's own best plan, not the heuristic kept at the time limit
+            exact = solve_exact(sc, ExactOptions(time_limit_s=time_limit, keep_heuristic=False))
+            x: int | None = exact.figures.objective
+            status, bound, secs = exact.status, exact.bound, exact.runtime_s
+            exact_ok = check(sc, exact) == []
+        except InterchangeError:
+            x, status, bound, secs, exact_ok = None, "no plan in time", None, time_limit, True
+        best = h if x is None else min(h, x)  # a stopped MILP can be worse than the heuristic
         row = {"case": sc.name, "sites": sites, "vehicles": vehicles, "slots": sc.n_slots,
-               "heuristic_s": round(heur.runtime_s, 3), "exact_s": round(exact.runtime_s, 2),
-               "exact_status": exact.status, "heuristic_objective": h, "exact_objective": x,
-               "exact_bound": exact.bound,
+               "heuristic_s": round(heur.runtime_s, 3), "exact_s": round(secs, 2),
+               "exact_status": status, "heuristic_objective": h, "exact_objective": x,
+               "exact_bound": bound,
                "gap_to_exact": round((h - best) / abs(best), 4) if best else 0.0,
-               "gap_to_bound": None if exact.bound is None or not exact.bound
-               else round((h - exact.bound) / abs(exact.bound), 4),
+               "gap_to_bound": None if bound is None or not bound
+               else round((h - bound) / abs(bound), 4),
                "heuristic_feasible": check(sc, heur) == [],
-               "exact_feasible": check(sc, exact) == []}
+               "exact_feasible": exact_ok}
         rows.append(row)
         print(json.dumps(row), flush=True)
     optimal = [r for r in rows if r["exact_status"] == "optimal"]
@@ -167,6 +175,8 @@ def bench_interchange(cases: int, time_limit: float) -> dict[str, Any]:
         "proven_optimal_cases": len(optimal),
         "max_heuristic_s": max(r["heuristic_s"] for r in rows),
         "mean_exact_s": round(statistics.mean(r["exact_s"] for r in rows), 2),
+        "mean_gap_to_bound_where_known": round(statistics.mean(
+            r["gap_to_bound"] for r in rows if r["gap_to_bound"] is not None), 4),
         "all_heuristic_feasible": all(r["heuristic_feasible"] for r in rows),
         "exact_time_limit_s": time_limit}
 

@@ -155,3 +155,27 @@ def test_decode_checks_the_signature() -> None:
         decode(cbor2.dumps(msg, canonical=True), lambda nid: ident.public_key)
     with pytest.raises(TransmitError, match="not a plan envelope"):
         decode(cbor2.dumps([1, 2]), lambda nid: ident.public_key)
+
+
+def test_decoder_raises_only_its_own_error_on_mangled_input() -> None:
+    import random
+
+    ident = Identity.from_seed(b"f" * 32)
+    good = encode(ident, "plan", {"version": 3, "vehicle": "ev0", "plan": {"stops": []}})
+    rng = random.Random(5)
+    samples = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
+               for _ in range(300)]
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randrange(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        samples.append(bytes(data))
+    samples += [good[:k] for k in range(len(good))]
+    accepted = 0
+    for data in samples:
+        try:
+            decode(data, lambda nid: ident.public_key)
+            accepted += 1
+        except TransmitError:
+            pass
+    assert accepted == 0  # every change breaks the envelope or the signature

@@ -1,5 +1,6 @@
 """The exact planner: a mixed-integer model on a time-space network, solved by HiGHS
-(through scipy.optimize.milp).
+(through scipy.optimize.milp). A run stopped by its time limit keeps the heuristic's plan
+when that is better than the best it found (status says so), and reports the proven bound.
 
 Per vehicle, node (site, slot) is "at this site at the start of this slot"; a binary stay arc
 keeps it there for the slot (it may then charge or discharge), a binary travel arc leaves at a
@@ -14,13 +15,14 @@ energy the vehicles end with; it is linear because vehicles only shrink imbalanc
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from agent.modules.interchange.detect import caps
+from agent.modules.interchange.heuristic import solve_heuristic
 from agent.modules.interchange.model import InterchangeError, Scenario
 from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idle_plan
 
@@ -29,6 +31,7 @@ from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idl
 class ExactOptions:
     time_limit_s: float = 60.0
     mip_rel_gap: float = 1e-4
+    keep_heuristic: bool = True  # at the time limit, keep the heuristic's plan if better
 
 
 class _Builder:
@@ -157,20 +160,28 @@ def solve_exact(scenario: Scenario, options: ExactOptions | None = None, *,
                constraints=LinearConstraint(matrix, np.array(b.rlb), np.array(b.rub)),
                options={"time_limit": opts.time_limit_s, "mip_rel_gap": opts.mip_rel_gap,
                         "disp": False})
+    raw_bound = getattr(res, "mip_dual_bound", None)
+    base_terms = -scenario.stored_value / 1000.0 * sum(v.energy_wh for v in scenario.vehicles)
+    bound = None if raw_bound is None or not np.isfinite(raw_bound) \
+        else round(raw_bound - base_terms)
+    fallback = solve_heuristic(scenario, exclude=exclude) if opts.keep_heuristic \
+        and res.status != 0 else None
     if res.x is None:
-        raise InterchangeError(f"the exact model found no plan: {res.message}")
-    sol = res.x
+        if fallback is None:
+            raise InterchangeError(f"the exact model found no plan: {res.message}")
+        return replace(fallback, solver="exact", status="time limit, heuristic plan kept",
+                       runtime_s=time.perf_counter() - started, bound=bound)
     plans = {v.id: idle_plan(scenario, v) for v in scenario.vehicles}
     for v, _rel, x, y, ch, dis in layouts:
         plans[v.id] = _extract(scenario, v.id, v.start_site, v.available_from,
-                               v.available_until, sol, x, y, ch, dis)
+                               v.available_until, res.x, x, y, ch, dis)
     vehicles = tuple(plans[v.id] for v in scenario.vehicles)
-    status = "optimal" if res.status == 0 else "time limit"
-    bound = getattr(res, "mip_dual_bound", None)
-    base_terms = -scenario.stored_value / 1000.0 * sum(v.energy_wh for v in scenario.vehicles)
-    return Plan(scenario.name, "exact", vehicles, figures(scenario, vehicles),
-                time.perf_counter() - started, status,
-                None if bound is None or not np.isfinite(bound) else round(bound - base_terms))
+    found = figures(scenario, vehicles)
+    if fallback is not None and fallback.figures.objective < found.objective:
+        return replace(fallback, solver="exact", status="time limit, heuristic plan kept",
+                       runtime_s=time.perf_counter() - started, bound=bound)
+    return Plan(scenario.name, "exact", vehicles, found, time.perf_counter() - started,
+                "optimal" if res.status == 0 else "time limit", bound)
 
 
 def _extract(scenario: Scenario, vid: str, start: str, a: int, z: int, sol: np.ndarray,
