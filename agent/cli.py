@@ -106,7 +106,7 @@ def _print(value: Any, raw: bool) -> None:
     rows = value if isinstance(value, list) else [value]
     for row in rows:
         print("  ".join(f"{k}={_short(v)}" for k, v in row.items()
-                        if not isinstance(v, dict) or k in ("gateway",)))
+                        if not isinstance(v, dict) or k in ("gateway", "line")))
     if not rows:
         print("(none)")
 
