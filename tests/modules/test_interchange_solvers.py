@@ -169,3 +169,15 @@ def test_cli_plan_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     args = parser.parse_args(["interchange", "plan", str(tmp_path / "absent.toml")])
     assert args.func(args) == 2
+
+
+def test_exact_stopped_early_is_never_worse_than_the_heuristic() -> None:
+    from agent.modules.interchange.exact import ExactOptions
+
+    sc = generated_case(12, 6, seed=5)
+    heur = solve_heuristic(sc)
+    stopped = solve_exact(sc, ExactOptions(time_limit_s=0.5))
+    assert check(sc, stopped) == []
+    assert stopped.figures.objective <= heur.figures.objective
+    if stopped.status != "optimal":
+        assert stopped.bound is None or stopped.bound <= stopped.figures.objective
