@@ -29,6 +29,7 @@ MAX_FRAME_BYTES = 2048
 HASH_LEN = 16
 BACKHAUL = b"\xff" * NODE_ID_LEN
 """The well-known destination id meaning "the backhaul, through any gateway"."""
+NO_GATEWAY = 255
 SIGNATURE_CONTEXT = b"manet-mesh/1"
 """Prefix of every signed message, so a mesh signature is never valid anywhere else."""
 
@@ -86,15 +87,18 @@ class Hello:
     hello_no: int
     interval_ms: int
     line: LineStatus
+    gateway_hops: int = NO_GATEWAY
+    """Hops from the sender to the gateway it uses (0: it is one; NO_GATEWAY: none known)."""
 
     def fields(self) -> list[Any]:
-        return [self.origin_pk, self.counter, self.hello_no, self.interval_ms, self.line.to_wire()]
+        return [self.origin_pk, self.counter, self.hello_no, self.interval_ms, self.line.to_wire(),
+                self.gateway_hops]
 
     @classmethod
     def parse(cls, f: list[Any]) -> Hello:
-        pk, counter, hello_no, interval_ms, line = _exact(f, 5)
+        pk, counter, hello_no, interval_ms, line, gateway_hops = _exact(f, 6)
         return cls(_pk(pk), _u64(counter), _u64(hello_no), _uint(interval_ms, 600_000),
-                   LineStatus.from_wire(line))
+                   LineStatus.from_wire(line), _uint(gateway_hops, NO_GATEWAY))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from mesh.frames import (
     F_GRATUITOUS,
     F_UNKNOWN_SEQ,
     HASH_LEN,
+    NO_GATEWAY,
     T_HELLO,
     T_RERR,
     T_RREP,
@@ -94,6 +95,7 @@ class _Discovery:
     deadline: float
     gateway: bool
     started: float
+    hinted: bool = False
 
 
 @dataclass(slots=True)
@@ -415,8 +417,10 @@ class MeshNode:
     def _send_hello(self, now: float) -> None:
         cfg = self.config
         self._hello_no += 1
+        gateway = self.gateway
+        hops = 0 if self._line.is_gateway else gateway.hops if gateway else NO_GATEWAY
         body = Hello(self.identity.public_key, self._next_counter(), self._hello_no,
-                     int(cfg.hello_interval_s * 1000), self._line)
+                     int(cfg.hello_interval_s * 1000), self._line, min(hops, NO_GATEWAY))
         signed, sig = self._sign(body)
         self._broadcast(encode_control(T_HELLO, self.id, signed, sig), "hello", now)
         self._next_hello = now + cfg.hello_interval_s - self._rng.uniform(0.0, cfg.hello_jitter_s)
@@ -453,6 +457,18 @@ class MeshNode:
                 self._reselect_gateway(now, "gateway neighbour")
         elif was_gateway:
             self._lose_gateway(origin, now)
+        if (body.gateway_hops != NO_GATEWAY and self._gateway is None
+                and not self._line.is_gateway):
+            # A neighbour reaches a gateway: ask now rather than at the next backed-off retry
+            # (once per discovery: a waiting one is restarted at TTL 1, which the neighbour
+            # answers).
+            disc = self._discoveries.get(BACKHAUL)
+            if disc is None:
+                self._start_discovery(BACKHAUL, now, gateway=True)
+            elif not disc.hinted:
+                disc.hinted = True
+                disc.ttl, disc.retries = cfg.ttl_start, 0
+                self._send_rreq(disc, now)
 
     def _link_break(self, node: bytes, reason: str, now: float) -> None:
         """A neighbour is gone: invalidate routes through it and tell their precursors."""
@@ -815,6 +831,8 @@ class MeshNode:
         route = self._routes[new]
         self._events.append(ev.GatewayChanged(old, new, route.next_hop, route.hops, route.seq,
                                               self._gateways[new], reason, now))
+        if old is None:
+            self._send_hello(now)  # neighbours without a gateway learn at once that we have one
         self._push_timer(route.expiry - self.config.net_traversal_s, "gw_refresh", route)
         self._flush_buffer(BACKHAUL, now)
 

@@ -235,3 +235,14 @@ def test_flapping_links_do_not_pile_up_timers() -> None:
     # One timer per route and neighbour plus a few: earlier code grew by ~4 per flap.
     assert max(n.pending_timers for n in net.nodes) <= 12
     assert len(delivered(net, 2)) >= 35
+
+
+def test_gateway_coming_back_far_away_is_found_without_waiting_for_backoff() -> None:
+    net = LinkGraph.chain(4, seed=16)  # nobody has a line: searches fail and back off
+    net.run(120.0)
+    assert not net.of_type(0, ev.GatewayChanged)
+    net.set_line(3, GW)  # node 3's line returns, three hops from node 0
+    start = net.now
+    net.run(start + 5.0)
+    found = [e for e in net.of_type(0, ev.GatewayChanged) if e.new == net.id(3)]
+    assert found and found[0].time - start < 1.5  # triggered HELLOs, not a 60 s retry
