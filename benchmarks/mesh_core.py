@@ -98,7 +98,7 @@ def frame_sizes() -> dict[str, int]:
     h16 = b"h" * 16
     sizes = {}
     bodies: list[fr.Body] = [
-        fr.Hello(ident.public_key, 2**40, 2**20, 1000, GW),
+        fr.Hello(ident.public_key, 2**40, 2**20, 1000, GW, 3, (ident.node_id, 2**20, 999)),
         fr.Rreq(ident.public_key, 2**40, 2**20, ident.node_id, 2**20, 0x0D, 35, h16),
         fr.Rrep(ident.public_key, 2**40, ident.node_id, ident.public_key, 2**20, ident.node_id,
                 30000, 0x08, 3, 35, h16, GW),

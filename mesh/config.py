@@ -58,8 +58,10 @@ class MeshConfig:
     # Beyond the RFC:
     hello_jitter_s: float = 0.1
     """HELLOs are sent every hello_interval_s minus up to this much (RFC 5148 jitter)."""
-    broadcast_jitter_s: float = 0.005
+    broadcast_jitter_s: float = 0.002
     """Forwarded RREQs wait up to this long, so that neighbours do not collide."""
+    min_node_traversal_s: float = 0.002
+    """Floor of the measured NODE_TRAVERSAL_TIME (see MeshNode.node_traversal_s)."""
     max_buffered_packets: int = 64
     """Data packets held while routes are discovered, for all destinations together."""
     max_buffered_per_dest: int = 32

@@ -155,6 +155,10 @@ class MeshNode:
         self._blacklist: dict[bytes, float] = {}
         self._awaiting_ack: dict[bytes, float] = {}
         self._confirmed: dict[bytes, float] = {}
+        self._hellos_sent: deque[tuple[int, float]] = deque(maxlen=16)
+        self._hop_rtt: float | None = None
+        self._next_hint = 0.0
+        self._hop_rttvar = 0.0
         self._rreq_sent: deque[float] = deque()
         self._rerr_sent: deque[float] = deque()
         self._frag_id = rng.randrange(1 << 16)
@@ -419,8 +423,15 @@ class MeshNode:
         self._hello_no += 1
         gateway = self.gateway
         hops = 0 if self._line.is_gateway else gateway.hops if gateway else NO_GATEWAY
+        echo = None
+        if self._neighbours:
+            nb = min(self._neighbours.values(), key=lambda n: n.echoed_at)
+            nb.echoed_at = now
+            held_ms = min(int((now - nb.last_heard) * 1000), 600_000)
+            echo = (nb.node, nb.last_hello_no, held_ms)
         body = Hello(self.identity.public_key, self._next_counter(), self._hello_no,
-                     int(cfg.hello_interval_s * 1000), self._line, min(hops, NO_GATEWAY))
+                     int(cfg.hello_interval_s * 1000), self._line, min(hops, NO_GATEWAY), echo)
+        self._hellos_sent.append((self._hello_no, now))
         signed, sig = self._sign(body)
         self._broadcast(encode_control(T_HELLO, self.id, signed, sig), "hello", now)
         self._next_hello = now + cfg.hello_interval_s - self._rng.uniform(0.0, cfg.hello_jitter_s)
@@ -448,6 +459,8 @@ class MeshNode:
             nb.iface, nb.link, nb.line = iface, link, body.line
             nb.last_heard, nb.hello_interval_s = now, interval
             nb.last_hello_no = body.hello_no
+        if body.echo is not None and body.echo[0] == self.id:
+            self._on_echo(origin, body.echo[1], body.echo[2], now)
         self._update_route(origin, origin, 1, 0, False, cfg.allowed_hello_loss * interval, now,
                            body.line if body.line.is_gateway else None)
         was_gateway = origin in self._gateways
@@ -457,18 +470,37 @@ class MeshNode:
                 self._reselect_gateway(now, "gateway neighbour")
         elif was_gateway:
             self._lose_gateway(origin, now)
-        if (body.gateway_hops != NO_GATEWAY and self._gateway is None
-                and not self._line.is_gateway):
-            # A neighbour reaches a gateway: ask now rather than at the next backed-off retry
-            # (once per discovery: a waiting one is restarted at TTL 1, which the neighbour
-            # answers).
-            disc = self._discoveries.get(BACKHAUL)
-            if disc is None:
-                self._start_discovery(BACKHAUL, now, gateway=True)
-            elif not disc.hinted:
-                disc.hinted = True
-                disc.ttl, disc.retries = cfg.ttl_start, 0
-                self._send_rreq(disc, now)
+        if body.gateway_hops != NO_GATEWAY and not self._line.is_gateway:
+            self._gateway_hint(body.gateway_hops + 1, now)
+
+    def _on_echo(self, neighbour: bytes, hello_no: int, held_ms: int, now: float) -> None:
+        """A neighbour echoed one of our HELLOs: the link works both ways; sample its RTT."""
+        self._confirmed[neighbour] = now
+        sent = next((t for n, t in self._hellos_sent if n == hello_no), None)
+        if sent is None:
+            return
+        rtt = now - sent - held_ms / 1000.0
+        if rtt < 0:
+            return
+        if self._hop_rtt is None:
+            self._hop_rtt, self._hop_rttvar = rtt, rtt / 2
+        else:
+            self._hop_rttvar = 0.75 * self._hop_rttvar + 0.25 * abs(self._hop_rtt - rtt)
+            self._hop_rtt = 0.875 * self._hop_rtt + 0.125 * rtt
+
+    @property
+    def node_traversal_s(self) -> float:
+        """NODE_TRAVERSAL_TIME as measured on our links (RFC 3561's value until measured).
+
+        Half the smoothed HELLO round trip plus four deviations, plus the mean forwarding
+        jitter; never below `min_node_traversal_s` nor above the configured value. Discovery
+        waits use it, so a search over fast links does not wait for 2 Mbit/s radio timing.
+        """
+        cfg = self.config
+        if self._hop_rtt is None:
+            return cfg.node_traversal_s
+        measured = (self._hop_rtt + 4 * self._hop_rttvar) / 2 + cfg.broadcast_jitter_s / 2
+        return min(cfg.node_traversal_s, max(cfg.min_node_traversal_s, measured))
 
     def _link_break(self, node: bytes, reason: str, now: float) -> None:
         """A neighbour is gone: invalidate routes through it and tell their precursors."""
@@ -860,6 +892,26 @@ class MeshNode:
         if gw == self._gateway:
             self._reselect_gateway(now, "gateway lost its line")
 
+    def _gateway_hint(self, hops: int, now: float) -> None:
+        """A neighbour announced a gateway `hops` away from us: ask now if it beats ours.
+
+        Without one, this beats waiting for a backed-off retry; with one, a strictly shorter
+        way is asked for at most once per DELETE_PERIOD (hysteresis may keep the old one).
+        A TTL of 1 suffices: the announcing neighbour answers for its gateway.
+        """
+        current = self.gateway
+        if current is not None:
+            if hops >= current.hops or now < self._next_hint:
+                return
+            self._next_hint = now + self.config.delete_period_s
+        disc = self._discoveries.get(BACKHAUL)
+        if disc is None:
+            self._start_discovery(BACKHAUL, now, gateway=True, ttl=1)
+        elif not disc.hinted:
+            disc.hinted = True
+            disc.ttl, disc.retries = 1, 0
+            self._send_rreq(disc, now)
+
     def _gateway_check(self, now: float) -> None:
         """While our line is down and no gateway is known, look for one (rate-limited)."""
         if self._line.is_gateway or self._gateway is not None:
@@ -869,13 +921,15 @@ class MeshNode:
 
     # ----------------------------------------------------------------- route discovery
 
-    def _start_discovery(self, dest: bytes, now: float, gateway: bool = False) -> None:
+    def _start_discovery(self, dest: bytes, now: float, gateway: bool = False,
+                         ttl: int | None = None) -> None:
         if dest in self._discoveries:
             return
         cfg = self.config
-        known = self._routes.get(self._gateway if gateway and self._gateway else dest)
-        ttl = cfg.ttl_start if known is None else min(known.hops + cfg.ttl_increment,
-                                                       cfg.net_diameter)
+        if ttl is None:
+            known = self._routes.get(self._gateway if gateway and self._gateway else dest)
+            ttl = cfg.ttl_start if known is None else min(known.hops + cfg.ttl_increment,
+                                                           cfg.net_diameter)
         disc = _Discovery(dest, ttl, 0, now, gateway, now)
         self._discoveries[dest] = disc
         self.stats["route_discoveries"] += 1
@@ -908,10 +962,11 @@ class MeshNode:
         self.stats["rreq_originated"] += 1
         self._broadcast(encode_control(T_RREQ, self.id, signed, sig, disc.ttl, 0, seed), "rreq",
                         now)
+        traversal = self.node_traversal_s
         if disc.ttl < cfg.net_diameter:
-            wait = cfg.ring_traversal_s(disc.ttl)
+            wait = 2 * traversal * (disc.ttl + cfg.timeout_buffer)  # RING_TRAVERSAL_TIME
         else:
-            wait = cfg.net_traversal_s * (2 ** disc.retries)
+            wait = 2 * traversal * cfg.net_diameter * (2 ** disc.retries)  # NET_TRAVERSAL_TIME
         disc.deadline = now + wait
         self._push_timer(disc.deadline, "discovery", disc.dest)
 

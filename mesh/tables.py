@@ -23,8 +23,8 @@ class Neighbour:
     hello_interval_s: float
     last_hello_no: int
     quality: float = 1.0
-    heard_hello: bool = True
-    """False for a node known only from non-HELLO frames (link may be one-way)."""
+    echoed_at: float = float("-inf")
+    """When our HELLO last echoed this neighbour's (echoes go round the neighbours in turn)."""
 
     def expiry(self, allowed_loss: int) -> float:
         return self.last_heard + allowed_loss * self.hello_interval_s

@@ -246,3 +246,25 @@ def test_gateway_coming_back_far_away_is_found_without_waiting_for_backoff() -> 
     net.run(start + 5.0)
     found = [e for e in net.of_type(0, ev.GatewayChanged) if e.new == net.id(3)]
     assert found and found[0].time - start < 1.5  # triggered HELLOs, not a 60 s retry
+
+
+def test_discovery_waits_follow_measured_hop_times() -> None:
+    net = LinkGraph.chain(5, seed=17, lines=ALL_LINES, delay_s=0.001)
+    assert net.nodes[0].node_traversal_s == MeshConfig().node_traversal_s  # RFC's 40 ms
+    net.run(10.0)  # HELLO echoes measure 2 ms round trips
+    assert 0.002 <= net.nodes[0].node_traversal_s < 0.005
+    net.send(0, net.id(4), b"four hops")
+    net.run(11.0)
+    stats = net.nodes[0].stats
+    assert stats["route_discoveries_ok"] == 1
+    assert stats["route_discovery_ms_total"] < 60  # was ~650 ms with RFC timing
+    assert delivered(net, 4) == [b"four hops"]
+
+
+def test_hello_echo_confirms_links_so_rrep_acks_are_spared() -> None:
+    net = LinkGraph.chain(4, seed=18, lines=ALL_LINES)
+    net.run(10.0)
+    net.send(0, net.id(3), b"x")
+    net.run(12.0)
+    assert delivered(net, 3) == [b"x"]
+    assert sum(n.stats["tx_rrep_ack"] for n in net.nodes) == 0
