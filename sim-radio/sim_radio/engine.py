@@ -38,6 +38,7 @@ CW_MIN = 32
 CW_MAX = 1024
 QUEUE_LIMIT = 50
 """Frames a node's interface holds (ns-2's IFQ length); beyond that they are dropped."""
+_DATA_EVENTS = (ev.DataReceived, ev.BackhaulData)
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -118,7 +119,7 @@ class Channel:
 
     def _attempt(self, i: int) -> None:
         now = self.sim.clock.now
-        if self.contention:
+        if self.contention and self.active:
             x, y = self.sim.position(i, now)
             heard_by = now - SLOT_S
             busy_until = 0.0
@@ -202,9 +203,13 @@ class Channel:
         dst = tx.link_dst
         name = self.name
         if dst is None:
+            nodes = sim.nodes
+            drain = sim._drain
+            data = tx.data
             for j, ok in zip(air.receivers, air.ok, strict=True):
                 if ok:
-                    sim.deliver(j, tx.data, name, i)
+                    nodes[j].receive(data, name, i, now)
+                    drain(j)
             success = True
         else:
             success = False
@@ -335,7 +340,7 @@ class Simulation:
                 channels[tx.iface].enqueue(i, tx)
         event = node.next_event()
         while event is not None:
-            if isinstance(event, ev.DataReceived | ev.BackhaulData):
+            if isinstance(event, _DATA_EVENTS):
                 self._data_event(i, event)
             event = node.next_event()
         t = node.get_timer()
