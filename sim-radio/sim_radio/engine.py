@@ -203,13 +203,10 @@ class Channel:
         dst = tx.link_dst
         name = self.name
         if dst is None:
-            nodes = sim.nodes
-            drain = sim._drain
-            data = tx.data
+            deliver = sim.deliver
             for j, ok in zip(air.receivers, air.ok, strict=True):
                 if ok:
-                    nodes[j].receive(data, name, i, now)
-                    drain(j)
+                    deliver(j, tx.data, name, i)
             success = True
         else:
             success = False
