@@ -459,6 +459,7 @@ class MeshNode:
             nb.iface, nb.link, nb.line = iface, link, body.line
             nb.last_heard, nb.hello_interval_s = now, interval
             nb.last_hello_no = body.hello_no
+        nb.gateway_hops = body.gateway_hops
         if body.echo is not None and body.echo[0] == self.id:
             self._on_echo(origin, body.echo[1], body.echo[2], now)
         self._update_route(origin, origin, 1, 0, False, cfg.allowed_hello_loss * interval, now,
@@ -912,6 +913,12 @@ class MeshNode:
             disc.ttl, disc.retries = 1, 0
             self._send_rreq(disc, now)
 
+    def _best_gateway_neighbour(self) -> bytes | None:
+        best = min(((n.gateway_hops, -n.quality, n.node) for n in self._neighbours.values()
+                    if n.gateway_hops != NO_GATEWAY and n.node not in self._blacklist),
+                   default=None)
+        return best[2] if best is not None else None
+
     def _gateway_check(self, now: float) -> None:
         """While our line is down and no gateway is known, look for one (rate-limited)."""
         if self._line.is_gateway or self._gateway is not None:
@@ -960,8 +967,15 @@ class MeshNode:
                     hash_chain(seed, disc.ttl))
         signed, sig = self._sign(body)
         self.stats["rreq_originated"] += 1
-        self._broadcast(encode_control(T_RREQ, self.id, signed, sig, disc.ttl, 0, seed), "rreq",
-                        now)
+        data = encode_control(T_RREQ, self.id, signed, sig, disc.ttl, 0, seed)
+        helper = self._best_gateway_neighbour() if disc.gateway and disc.ttl == 1 else None
+        if helper is not None:
+            # A neighbour's HELLO says it reaches a gateway: ask it alone, so that one node
+            # answers instead of every neighbour with a gateway route.
+            self.stats["rreq_unicast_gateway"] += 1
+            self._unicast(helper, data, "rreq")
+        else:
+            self._broadcast(data, "rreq", now)
         traversal = self.node_traversal_s
         if disc.ttl < cfg.net_diameter:
             wait = 2 * traversal * (disc.ttl + cfg.timeout_buffer)  # RING_TRAVERSAL_TIME

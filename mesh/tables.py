@@ -23,6 +23,8 @@ class Neighbour:
     hello_interval_s: float
     last_hello_no: int
     quality: float = 1.0
+    gateway_hops: int = 255
+    """Hops to a gateway the neighbour announced in its last HELLO (255: none)."""
     echoed_at: float = float("-inf")
     """When our HELLO last echoed this neighbour's (echoes go round the neighbours in turn)."""
 

@@ -268,3 +268,25 @@ def test_hello_echo_confirms_links_so_rrep_acks_are_spared() -> None:
     net.run(12.0)
     assert delivered(net, 3) == [b"x"]
     assert sum(n.stats["tx_rrep_ack"] for n in net.nodes) == 0
+
+
+def test_gateway_search_asks_one_neighbour_not_all() -> None:
+    # Neighbours 1-5 of node 0 all reach gateway 6 in one hop; then node 0 loses its line.
+    net = LinkGraph(7, seed=19, lines={0: GW, 6: GW})
+    for i in range(1, 6):
+        net.connect(0, i)
+        net.connect(i, 6)
+    net.run(5.0)
+    start = len(net.sent)
+    net.set_line(0, LineStatus())
+    net.run(8.0)
+    gateway = net.nodes[0].gateway
+    assert gateway is not None and gateway.node == net.id(6) and gateway.hops == 2
+    assert net.nodes[0].stats["rreq_unicast_gateway"] == 1
+    answers = []
+    for _, _, tx in net.sent[start:]:
+        frame = fr.decode(tx.data)
+        if isinstance(frame, fr.Control) and isinstance(frame.body, fr.Rrep):
+            if frame.body.requester == net.id(0):
+                answers.append(frame)
+    assert len(answers) == 1  # one answer, not one per neighbour with a gateway route
