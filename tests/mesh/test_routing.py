@@ -286,7 +286,7 @@ def test_gateway_search_asks_one_neighbour_not_all() -> None:
     answers = []
     for _, _, tx in net.sent[start:]:
         frame = fr.decode(tx.data)
-        if isinstance(frame, fr.Control) and isinstance(frame.body, fr.Rrep):
-            if frame.body.requester == net.id(0):
-                answers.append(frame)
+        if (isinstance(frame, fr.Control) and isinstance(frame.body, fr.Rrep)
+                and frame.body.requester == net.id(0)):
+            answers.append(frame)
     assert len(answers) == 1  # one answer, not one per neighbour with a gateway route
