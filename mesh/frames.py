@@ -263,8 +263,12 @@ class Data:
 Frame = Control | Data
 
 
+SIGNING_PREFIX = {t: SIGNATURE_CONTEXT + bytes((t,)) for t in BODY_TYPES}
+"""What precedes the signed bytes in the message each frame type's signature covers."""
+
+
 def signing_message(frame_type: int, signed: bytes) -> bytes:
-    return SIGNATURE_CONTEXT + bytes((frame_type,)) + signed
+    return SIGNING_PREFIX[frame_type] + signed
 
 
 def encode_body(body: Body) -> bytes:

@@ -144,18 +144,24 @@ class VerifyCache:
 
     def __init__(self, capacity: int = 65536) -> None:
         self.capacity = capacity
-        self._results: dict[tuple[bytes, bytes, bytes], bool] = {}
+        self._results: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
         self.hits = 0
         self.misses = 0
 
-    def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
-        key = (public_key, signature, message)
+    def verify(self, public_key: bytes, signature: bytes, message: bytes,
+               prefix: bytes = b"") -> bool:
+        """Check `signature` over `prefix + message`.
+
+        Passing a constant `prefix` apart lets a hit skip building and hashing the joined
+        message: the other parts are bytes objects whose hashes Python has cached already.
+        """
+        key = (public_key, signature, prefix, message)
         cached = self._results.get(key)
         if cached is not None:
             self.hits += 1
             return cached
         self.misses += 1
-        ok = verify(public_key, signature, message)
+        ok = verify(public_key, signature, prefix + message)
         self._results[key] = ok
         if len(self._results) > self.capacity:
             del self._results[next(iter(self._results))]

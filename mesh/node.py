@@ -36,6 +36,7 @@ from mesh.frames import (
     F_UNKNOWN_SEQ,
     HASH_LEN,
     NO_GATEWAY,
+    SIGNING_PREFIX,
     T_HELLO,
     T_RERR,
     T_RREP,
@@ -131,8 +132,9 @@ class MeshNode:
         self._counter = counter_start
         self._seq = 0
         self._hello_no = 0
-        self._verify: Callable[[bytes, bytes, bytes], bool] = (
-            verify_cache.verify if verify_cache is not None else verify
+        self._verify: Callable[[bytes, bytes, bytes, bytes], bool] = (
+            verify_cache.verify if verify_cache is not None
+            else lambda pk, sig, message, prefix: verify(pk, sig, prefix + message)
         )
         self._decode = decode_cache.decode if decode_cache is not None else decode
         self._sealer = Sealer(identity)
@@ -545,17 +547,19 @@ class MeshNode:
         if frame.type in (T_HELLO, T_RERR, T_RREP_ACK) and frame.sender != origin:
             self._drop("forwarded_hop_local")
             return
-        if not self._verify(body.origin_pk, frame.signature,
-                            signing_message(frame.type, frame.signed)):
+        if not self._verify(body.origin_pk, frame.signature, frame.signed,
+                            SIGNING_PREFIX[frame.type]):
             self._drop("bad_signature")
             return
         self._replay.accept(origin, body.counter)
         # Link addresses are bound to the authenticated originator for one-hop frames; for a
         # forwarded frame the sender field is only the previous hop's claim.
-        known = frame.sender in self._links
-        if frame.sender == origin or not known:
-            self._learn(frame.sender, None, iface, link)
-        self._learn(origin, body.origin_pk, None, None)
+        if frame.sender == origin:
+            self._learn(origin, body.origin_pk, iface, link)
+        else:
+            if frame.sender not in self._links:
+                self._learn(frame.sender, None, iface, link)
+            self._learn(origin, body.origin_pk, None, None)
         if isinstance(body, Hello):
             self._on_hello(body, origin, iface, link, now)
         elif isinstance(body, Rreq):
