@@ -90,8 +90,8 @@ class Hello:
     gateway_hops: int = NO_GATEWAY
     """Hops from the sender to the gateway it uses (0: it is one; NO_GATEWAY: none known)."""
     echo: tuple[bytes, int, int] | None = None
-    """(neighbour, its last HELLO number heard, ms held since): one neighbour per HELLO, in
-    turn, learns the link's round trip and that the link works both ways."""
+    """(neighbour, its last HELLO number heard, microseconds held since): one neighbour per
+    HELLO, in turn, learns the link's round trip and that the link works both ways."""
 
     def fields(self) -> list[Any]:
         return [self.origin_pk, self.counter, self.hello_no, self.interval_ms, self.line.to_wire(),
@@ -103,8 +103,8 @@ class Hello:
         if echo == []:
             parsed_echo = None
         else:
-            node, echoed_no, held_ms = _exact(echo, 3)
-            parsed_echo = (_node(node), _u64(echoed_no), _uint(held_ms, 600_000))
+            node, echoed_no, held_us = _exact(echo, 3)
+            parsed_echo = (_node(node), _u64(echoed_no), _uint(held_us, 600_000_000))
         return cls(_pk(pk), _u64(counter), _u64(hello_no), _uint(interval_ms, 600_000),
                    LineStatus.from_wire(line), _uint(gateway_hops, NO_GATEWAY), parsed_echo)
 

@@ -160,6 +160,7 @@ class MeshNode:
         self._hellos_sent: deque[tuple[int, float]] = deque(maxlen=16)
         self._hop_rtt: float | None = None
         self._next_hint = 0.0
+        self._next_triggered_hello = 0.0
         self._hop_rttvar = 0.0
         self._rreq_sent: deque[float] = deque()
         self._rerr_sent: deque[float] = deque()
@@ -429,8 +430,8 @@ class MeshNode:
         if self._neighbours:
             nb = min(self._neighbours.values(), key=lambda n: n.echoed_at)
             nb.echoed_at = now
-            held_ms = min(int((now - nb.last_heard) * 1000), 600_000)
-            echo = (nb.node, nb.last_hello_no, held_ms)
+            held_us = min(int((now - nb.last_heard) * 1_000_000), 600_000_000)
+            echo = (nb.node, nb.last_hello_no, held_us)
         body = Hello(self.identity.public_key, self._next_counter(), self._hello_no,
                      int(cfg.hello_interval_s * 1000), self._line, min(hops, NO_GATEWAY), echo)
         self._hellos_sent.append((self._hello_no, now))
@@ -444,6 +445,7 @@ class MeshNode:
         cfg = self.config
         nb = self._neighbours.get(origin)
         interval = max(body.interval_ms / 1000.0, 0.01)
+        triggered = False
         if nb is None:
             nb = Neighbour(origin, body.origin_pk, iface, link, body.line, now, interval,
                            body.hello_no)
@@ -452,6 +454,11 @@ class MeshNode:
             if len(self._neighbours) == 1:
                 self._events.append(ev.ManetJoined((origin,), self._line.is_gateway, now))
             self._push_timer(nb.expiry(cfg.allowed_hello_loss), "neighbour", nb)
+            if now >= self._next_triggered_hello:
+                # Answer a new neighbour at once (echoing it, as it is the least recently
+                # echoed): both ends learn the link works both ways and its round trip now.
+                self._next_triggered_hello = now + cfg.hello_interval_s / 4
+                triggered = True
         else:
             missed = min(max(body.hello_no - nb.last_hello_no - 1, 0), 16)
             keep = 1.0 - cfg.link_quality_alpha
@@ -475,14 +482,16 @@ class MeshNode:
             self._lose_gateway(origin, now)
         if body.gateway_hops != NO_GATEWAY and not self._line.is_gateway:
             self._gateway_hint(body.gateway_hops + 1, now)
+        if triggered:
+            self._send_hello(now)
 
-    def _on_echo(self, neighbour: bytes, hello_no: int, held_ms: int, now: float) -> None:
+    def _on_echo(self, neighbour: bytes, hello_no: int, held_us: int, now: float) -> None:
         """A neighbour echoed one of our HELLOs: the link works both ways; sample its RTT."""
         self._confirmed[neighbour] = now
         sent = next((t for n, t in self._hellos_sent if n == hello_no), None)
         if sent is None:
             return
-        rtt = now - sent - held_ms / 1000.0
+        rtt = now - sent - held_us / 1_000_000
         if rtt < 0:
             return
         if self._hop_rtt is None:

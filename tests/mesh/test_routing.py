@@ -290,3 +290,15 @@ def test_gateway_search_asks_one_neighbour_not_all() -> None:
                 and frame.body.requester == net.id(0)):
             answers.append(frame)
     assert len(answers) == 1  # one answer, not one per neighbour with a gateway route
+
+
+def test_new_neighbours_measure_their_link_at_once() -> None:
+    net = LinkGraph.chain(5, seed=20, lines=ALL_LINES, delay_s=0.001)
+    net.run(1.2)  # about one HELLO each: neighbours just discovered
+    assert all(len(n.neighbours()) >= 1 for n in net.nodes)
+    assert all(n.node_traversal_s < 0.005 for n in net.nodes)  # triggered HELLOs echoed
+    net.send(0, net.id(4), b"cold start")
+    net.run(1.5)
+    # One sample each, taken as highly variable: waits of 24 + 40 ms, then the answer.
+    assert net.nodes[0].stats["route_discovery_ms_total"] < 100  # RFC timing: ~650 ms
+    assert delivered(net, 4) == [b"cold start"]
