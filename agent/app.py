@@ -496,6 +496,7 @@ class Agent:
                                                 "next_hop": gw.next_hop.hex(),
                                                 "hops": gw.hops, "score": round(gw.score, 3)},
             "neighbours": len(node.neighbours()),
+            "node_traversal_ms": round(node.node_traversal_s * 1000, 3),
             "routes": sum(1 for r in node.routes(now) if r.valid),
             "links": {name: {"tx": link.tx, "rx": link.rx} for name, link in self.links.items()},
             "peers": len(self.discovery.peers) if self.discovery else 0,

@@ -454,11 +454,15 @@ class MeshNode:
             if len(self._neighbours) == 1:
                 self._events.append(ev.ManetJoined((origin,), self._line.is_gateway, now))
             self._push_timer(nb.expiry(cfg.allowed_hello_loss), "neighbour", nb)
+            # Answer a new neighbour at once (echoing it, as it is the least recently echoed):
+            # both ends learn that the link works both ways, and its round trip. At most one
+            # such HELLO per quarter interval; one that would come sooner is deferred.
             if now >= self._next_triggered_hello:
-                # Answer a new neighbour at once (echoing it, as it is the least recently
-                # echoed): both ends learn the link works both ways and its round trip now.
                 self._next_triggered_hello = now + cfg.hello_interval_s / 4
                 triggered = True
+            elif self._next_triggered_hello < self._next_hello:
+                self._next_hello = self._next_triggered_hello
+                self._push_timer(self._next_hello, "hello", None)
         else:
             missed = min(max(body.hello_no - nb.last_hello_no - 1, 0), 16)
             keep = 1.0 - cfg.link_quality_alpha
