@@ -14,7 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The quick scenario: 30 vehicles, a disaster zone that cuts lines, routes to gateways, with
+# plots in out/demo; then a readable walk through the routing of a few nodes.
 demo: $(VENV)/.installed
+	$(VENV)/bin/sim-radio run sim-radio/scenarios/quick_demo.toml --plot out/demo
 	$(PY) -m mesh.demo
 
 # The multi-host tests need nftables for packet loss; as root (as CI runs) install it if absent.
