@@ -30,13 +30,15 @@ from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idl
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeuristicOptions:
     charge_sites: int = 4  # surplus sites tried as A per trip
-    discharge_sites: int = 5  # deficit sites tried as B
+    discharge_sites: int = 4  # deficit sites tried as B
     split_choices: int = 4  # departure times from A tried
     pre_choices: int = 3  # departure times tried when giving where it is before leaving
     cut_choices: int = 4  # end times tried for a trip that only gives
     max_trips: int = 200
-    improve_rounds: int = 2  # passes of pairwise re-planning after the greedy
+    improve_rounds: int = 1  # passes of pairwise re-planning after the greedy
     lookahead: int = 3  # first trips tried when one vehicle is re-planned on its own
+    all_pairs_up_to: int = 6  # fleets this small re-plan every pair, larger ones only pairs
+    # that share a site
 
 
 @dataclass(slots=True)
@@ -62,6 +64,7 @@ class _Trip:
     pre: dict[int, int] = field(default_factory=dict)  # given where it is, before leaving
     give_first: bool = False  # B then A (give own energy, refill later), else A then B
     cut: bool = False  # gives only until a chosen slot, not until it must leave
+    outlook: float = 0.0  # estimated value of the energy a cut trip keeps for later
 
 
 class _Planner:
@@ -135,9 +138,9 @@ class _Planner:
                     if a is None:  # the best trip that leaves time for another one
                         early = [x for x in found if x.cut]
                         if early:
-                            cut.append(max(early, key=lambda trip: trip.value))
+                            cut.append(max(early, key=lambda trip: trip.value + trip.outlook))
         best.sort(key=lambda trip: -trip.value)
-        cut.sort(key=lambda trip: -trip.value)
+        cut.sort(key=lambda trip: -(trip.value + trip.outlook))
         return best[:k] + (cut[:k] if with_cuts else [])
 
     def give_then_refill(self, v: Vehicle, st: _State, b: str, a: str) -> _Trip | None:
@@ -358,11 +361,20 @@ class _Planner:
             if e < v.min_wh or not charge:
                 return None
         budget = (e - reserve) * v.efficiency  # site-side Wh that can be given
+        home: list[tuple[int, float]] = []
+        if cut is not None and b != v.end_site:
+            # Keep what the end site could take later at a better price (a later trip).
+            ei = sc.site_index[v.end_site]
+            row_e, price_e = self.deficit[ei], sc.sites[ei].import_price
+            home = [(price_e[t], min(p_dis, row_e[t]))
+                    for t in range(cut + sc.tau(b, v.end_site), v.available_until)
+                    if row_e[t] > 0 and price_e[t] > floor]
         discharge: dict[int, int] = {}
         for t in slots_b:
-            if budget <= 0:
+            kept = sum(c for p, c in home if p > gain[t]) if home else 0.0
+            if budget - kept <= 0:
                 break
-            give = int(min(p_dis, self.deficit[bi][t], budget))
+            give = int(min(p_dis, self.deficit[bi][t], budget - kept))
             if give <= 0:
                 continue
             discharge[t] = give
@@ -370,6 +382,14 @@ class _Planner:
             value += give * gain[t] / 1000.0
         if not discharge:
             return None
+        outlook = 0.0  # what the energy kept for the end site could earn there later
+        left = budget
+        for p, c in sorted(home, reverse=True):
+            if left <= 0:
+                break
+            part = min(c, left)
+            outlook += part * (p / 1000.0 - self.sv / v.efficiency)
+            left -= part
         travel += sc.travel_wh(v, b, v.end_site) - sc.travel_wh(v, st.site, v.end_site)
         legs = [st.site] + ([a] if a is not None else []) + [b, v.end_site]
         moves = sum(1 for x, y in itertools.pairwise(legs) if x != y)
@@ -379,7 +399,8 @@ class _Planner:
         value += self.sv * stored - moves * sc.move_cost_milli
         if value <= 0:
             return None
-        return _Trip(value, a, b, leave_a, charge, discharge, leave_loc, cut=cut is not None)
+        return _Trip(value, a, b, leave_a, charge, discharge, leave_loc, cut=cut is not None,
+                     outlook=outlook)
 
     def apply(self, v: Vehicle, st: _State, trip: _Trip) -> None:
         sc = self.sc
@@ -538,7 +559,8 @@ class _Run:
             order = sorted(self.active, key=lambda vid: -self.value((vid,)))
             for i, v in enumerate(order):
                 for w in order[i + 1:]:
-                    if not self.sites_of(v) & self.sites_of(w):
+                    if len(order) > self.opts.all_pairs_up_to and \
+                            not self.sites_of(v) & self.sites_of(w):
                         continue
                     before = self.value((v, w))
                     old_v, old_w = self.ruin(v), self.ruin(w)
