@@ -8,6 +8,8 @@ from mesh.linkgraph import LinkGraph
 
 GW = LineStatus(True, "lte", -85, True, 60)
 ALL_LINES = {i: GW for i in range(16)}
+FAST = MeshConfig(min_node_traversal_s=0.002)
+"""Ring searches may follow measured hop times (quiet fast links)."""
 """Every node has a line: no gateway searches, so routing tests see only their own floods."""
 
 
@@ -249,7 +251,8 @@ def test_gateway_coming_back_far_away_is_found_without_waiting_for_backoff() -> 
 
 
 def test_discovery_waits_follow_measured_hop_times() -> None:
-    net = LinkGraph.chain(5, seed=17, lines=ALL_LINES, delay_s=0.001)
+    net = LinkGraph.chain(5, seed=17, lines=ALL_LINES, delay_s=0.001,
+                          config=FAST)
     assert net.nodes[0].node_traversal_s == MeshConfig().node_traversal_s  # RFC's 40 ms
     net.run(10.0)  # HELLO echoes measure 2 ms round trips
     assert 0.002 <= net.nodes[0].node_traversal_s < 0.005
@@ -293,7 +296,8 @@ def test_gateway_search_asks_one_neighbour_not_all() -> None:
 
 
 def test_new_neighbours_measure_their_link_at_once() -> None:
-    net = LinkGraph.chain(5, seed=20, lines=ALL_LINES, delay_s=0.001)
+    net = LinkGraph.chain(5, seed=20, lines=ALL_LINES, delay_s=0.001,
+                          config=FAST)
     net.run(1.2)  # about one HELLO each: neighbours just discovered
     assert all(len(n.neighbours()) >= 1 for n in net.nodes)
     assert all(n.node_traversal_s < 0.005 for n in net.nodes)  # triggered HELLOs echoed
