@@ -24,7 +24,7 @@ from mesh.identity import Identity, VerifyCache
 from mesh.line import LineStatus
 from mesh.node import MeshNode, Transmit
 from sim_radio.clock import PRIO_CONTROL, PRIO_RADIO, PRIO_SAMPLE, PRIO_TIMER, PRIO_TRAFFIC, Clock
-from sim_radio.metrics import Metrics
+from sim_radio.metrics import FlowStats, Metrics
 from sim_radio.radio import UnitDisk, airtime_s
 from sim_radio.scenario import Interface, Scenario
 from sim_radio.spatial import SpatialHash
@@ -384,7 +384,7 @@ class Simulation:
         for i in range(self.n):
             self._drain(i)
         for k, flow in enumerate(self.flows):
-            self.metrics.flows[k] = _flow_stats(flow)
+            self.metrics.flows[k] = FlowStats(flow.src, flow.dst)
             if flow.start_s < self.scenario.duration_s:
                 clock.at(flow.start_s, PRIO_TRAFFIC, self._send, k)
         cov = self.scenario.coverage
@@ -510,8 +510,3 @@ class Simulation:
         summary.update(body)
         return Result(summary, self.metrics.series(), list(self.snapshots))
 
-
-def _flow_stats(flow: Flow) -> Any:
-    from sim_radio.metrics import FlowStats
-
-    return FlowStats(flow.src, flow.dst)
