@@ -22,8 +22,9 @@ from typing import Any
 from agent.logs import NodeLogger
 from agent.recorder import LedgerRecorder
 from ledger.backhaul import protocol as p
+from ledger.backhaul.exchange import exchange_sync
 from ledger.backhaul.mesh import StreamEndpoint
-from ledger.errors import LedgerError, SyncError
+from ledger.errors import LedgerError
 from ledger.meshlink import K_DATA, MeshStream, StreamError, is_ledger_payload, parse
 from ledger.sync import SyncSession
 from mesh import events as ev
@@ -119,19 +120,8 @@ class PeerSync:
             if initiator:
                 endpoint.write(p.frame(p.F_SYNC, session.start(time.time())))
                 endpoint.pump()
-            while session.state == "running":
-                kind, payload = await self._read(endpoint)
-                if kind != p.F_SYNC:
-                    raise SyncError("malformed", f"frame type {kind} during sync")
-                try:
-                    reply = session.receive(payload, time.time())
-                except SyncError:
-                    if session.error is not None and session.error.reason != "peer_error":
-                        endpoint.write(p.frame(p.F_SYNC, session.error_message()))
-                    raise
-                if reply is not None:
-                    endpoint.write(p.frame(p.F_SYNC, reply))
-                    await endpoint.drain()
+            await exchange_sync(session, lambda: self._read(endpoint), endpoint.write,
+                                endpoint.drain)
             # Let the last frame reach the peer before the stream is reset.
             for _ in range(int(self.timeout_s / 0.05)):
                 if endpoint.stream.unsent == 0 and endpoint.stream.get_timer() is None:

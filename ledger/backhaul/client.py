@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ledger.backhaul import protocol as p
+from ledger.backhaul.exchange import exchange_sync
 from ledger.checkpoint import Checkpoint, decode_checkpoint, verify_proofs
-from ledger.errors import AuthError, CheckpointError, SyncError
+from ledger.errors import AuthError, CheckpointError
 from ledger.ledger import Ledger
 from ledger.sync import SyncConfig, SyncSession, SyncStats
 from mesh.identity import verify as ed25519_verify
@@ -108,19 +109,7 @@ async def sync_over(ledger: Ledger, reader: asyncio.StreamReader, writer: FrameW
                               peer="backhaul:" + server_key.hex(), now=now, config=config,
                               verifier=ledger.verify_cache.verify)
         writer.write(p.frame(p.F_SYNC, session.start(now)))
-        while session.state == "running":
-            kind, payload = await _read(reader, timeout)
-            if kind != p.F_SYNC:
-                raise SyncError("malformed", f"frame type {kind} during sync")
-            try:
-                reply = session.receive(payload, time.time())
-            except SyncError:
-                if session.error is not None and session.error.reason != "peer_error":
-                    writer.write(p.frame(p.F_SYNC, session.error_message()))
-                raise
-            if reply is not None:
-                writer.write(p.frame(p.F_SYNC, reply))
-                await writer.drain()
+        await exchange_sync(session, lambda: _read(reader, timeout), writer.write, writer.drain)
         kind, payload = await _read(reader, timeout)
         if kind != p.F_CHECKPOINT:
             raise CheckpointError("expected a checkpoint after the sync")

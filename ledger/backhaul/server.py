@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ledger.backhaul import protocol as p
+from ledger.backhaul.exchange import exchange_sync
 from ledger.checkpoint import Checkpoint, MerkleTree
 from ledger.errors import AuthError, SyncError
 from ledger.sync import SyncConfig, SyncSession, SyncStore
@@ -150,17 +151,9 @@ class BackhaulServer:
 
     async def _sync(self, session: SyncSession, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
-        while session.state == "running":
-            kind, payload = await self._read(reader)
-            if kind != p.F_SYNC:
-                raise SyncError("malformed", f"frame type {kind} during sync")
-            try:
-                reply = await self._run(session.receive, payload, time.time())
-            except SyncError:
-                if session.error is not None and session.error.reason != "peer_error":
-                    writer.write(p.frame(p.F_SYNC, session.error_message()))
-                raise
-            if reply is not None:
-                writer.write(p.frame(p.F_SYNC, reply))
-                await writer.drain()
+        async def receive(payload: bytes) -> bytes | None:
+            return await self._run(session.receive, payload, time.time())
+
+        await exchange_sync(session, lambda: self._read(reader), writer.write, writer.drain,
+                            receive)
         self.stats["blocks_in"] += session.stats.blocks_in
