@@ -145,6 +145,7 @@ class MeshNode:
                                        cfg.max_frame_bytes)
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()
         self._links: OrderedDict[bytes, tuple[str, Hashable]] = OrderedDict()
+        self._introduced: OrderedDict[bytes, None] = OrderedDict()
         self._neighbours: dict[bytes, Neighbour] = {}
         self._routes: dict[bytes, Route] = {}
         self._gateways: dict[bytes, LineStatus] = {}
@@ -706,6 +707,9 @@ class MeshNode:
         if gateway_line is not None and gateway_line.is_gateway:
             self._gateways[body.dest] = gateway_line
         if body.requester == self.id:
+            # The destination saw our RREQ, or the intermediate that answered sent it a
+            # gratuitous RREP with our key: either way it can open what we seal.
+            self._mark_introduced(body.dest)
             disc = self._discoveries.get(body.dest)
             if disc is not None:
                 self._finish_discovery(disc, now)
@@ -1086,6 +1090,8 @@ class MeshNode:
             self._originate_data(target, item.payload, dest == BACKHAUL, now)
 
     def _originate_data(self, dest: bytes, payload: bytes, backhaul: bool, now: float) -> None:
+        if dest not in self._introduced:
+            self._introduce(dest, now)
         counter = self._next_counter()
         header = Data(self.id, self.id, dest, counter, self.config.data_ttl, 0,
                       F_BACKHAUL if backhaul else 0, b"")
@@ -1097,6 +1103,28 @@ class MeshNode:
         frame = Data(self.id, self.id, dest, counter, self.config.data_ttl, 0, header.flags,
                      sealed)
         self._route_data(frame, now)
+
+    def _introduce(self, dest: bytes, now: float) -> None:
+        """Send `dest` our key (and a route to us) ahead of our first data.
+
+        A route learned while forwarding someone else's RREP leaves `dest` without our public
+        key, so it could not open what we seal. A gratuitous RREP for ourselves travels the
+        route first; our own discoveries do this already (RREQs ask for gratuitous RREPs).
+        """
+        route = self._routes.get(dest)
+        if route is None:
+            return
+        self._mark_introduced(dest)
+        self.stats["rrep_introductions"] += 1
+        self._send_rrep(dest=self.id, dest_pk=self.identity.public_key, dest_seq=self._seq,
+                        requester=dest, first_hops=0, lifetime=self.config.my_route_timeout_s,
+                        gateway_line=None, to=route.next_hop, now=now)
+
+    def _mark_introduced(self, dest: bytes) -> None:
+        self._introduced[dest] = None
+        self._introduced.move_to_end(dest)
+        if len(self._introduced) > self.config.max_known_nodes:
+            self._introduced.popitem(last=False)
 
     def _route_data(self, frame: Data, now: float) -> None:
         route = self._routes.get(frame.dest)
@@ -1144,6 +1172,7 @@ class MeshNode:
             self._drop("bad_seal")
             return
         self._data_replay.accept(frame.origin, frame.counter)
+        self._mark_introduced(frame.origin)  # it sealed to us, so it has our key
         hops = frame.hops + 1
         back = self._routes.get(frame.origin)
         if back is not None and back.valid:

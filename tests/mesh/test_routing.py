@@ -306,3 +306,19 @@ def test_new_neighbours_measure_their_link_at_once() -> None:
     # One sample each, taken as highly variable: waits of 24 + 40 ms, then the answer.
     assert net.nodes[0].stats["route_discovery_ms_total"] < 100  # RFC timing: ~650 ms
     assert delivered(net, 4) == [b"cold start"]
+
+
+def test_route_learned_by_forwarding_still_reaches_a_destination_that_never_saw_us() -> None:
+    # 0 forwards the RREP that answers 1's search for 3, and so learns a route to 3 without 3
+    # ever hearing of 0; 0's sealed data must still open at 3.
+    net = LinkGraph(4, seed=21, lines=ALL_LINES)
+    net.line([(1, 0), (0, 2), (2, 3)])
+    net.run(2.5)
+    net.send(1, net.id(3), b"from 1")
+    net.run(4.0)
+    assert net.nodes[0].route_to(net.id(3)) is not None  # learned as a forwarder
+    net.send(0, net.id(3), b"from 0")
+    net.run(4.5)
+    assert [e.payload for e in net.of_type(3, ev.DataReceived)] == [b"from 1", b"from 0"]
+    assert net.nodes[3].stats["drop_unknown_origin_key"] == 0
+    assert net.nodes[0].stats["rrep_introductions"] == 1
