@@ -30,7 +30,7 @@ MAX_TX_BYTES = 16 * 1024
 """Largest encoded transaction accepted."""
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 KINDS = ("int", "float", "bytes", "str", "bool", "list", "map", "any")
-DEFAULT_PLUGINS = ("ledger.contracts",)
+DEFAULT_PLUGINS = ("ledger.contracts", "agent.modules.records")
 """Modules whose `register_tx_types(registry)` `default_registry()` calls when they exist."""
 
 

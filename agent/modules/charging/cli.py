@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from agent.modules.charging.index import FacilityIndex
 from agent.modules.charging.recommend import Preferences, RecommendResult, parse_prefer, recommend
 from agent.modules.charging.schedule import plan_charging, read_forecast
 from agent.modules.charging.vehicle import find_vehicle, load_vehicles
+from agent.modules.records import add_ledger_args, record_if_asked
 
 EV_DATA_ENV = "MANET_EV_DATA"
 
@@ -46,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="local time for tariff restrictions (default: now)")
     rec.add_argument("--explain", action="store_true", help="list excluded facilities")
     rec.add_argument("--json", action="store_true")
+    add_ledger_args(rec)
     rec.set_defaults(func=run_recommend)
 
     sch = sub.add_parser("schedule", help="cheapest/greenest slots to reach a target")
@@ -119,6 +122,10 @@ def run_recommend(args: argparse.Namespace) -> int:
         print(format_table(result))
         if loaded.other_fuel_rows:
             print(f"({loaded.other_fuel_rows} rows for other fuels skipped)")
+    if result.recommendations:
+        problem = record_if_asked(args, result.to_record(), time.time())
+        if problem is not None:
+            return _fail(problem)
     return 0 if result.recommendations else 1
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from agent.modules.interchange.detect import detect
 from agent.modules.interchange.exact import ExactOptions, solve_exact
@@ -15,6 +16,7 @@ from agent.modules.interchange.heuristic import solve_heuristic
 from agent.modules.interchange.model import InterchangeError, Scenario
 from agent.modules.interchange.plan import Plan, check
 from agent.modules.interchange.scenario import load_scenario
+from agent.modules.records import add_ledger_args, record_if_asked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--time-limit", type=float, default=60.0, help="exact solver, seconds")
     plan.add_argument("--plot", default=None, metavar="PNG", help="write the timeline plot")
     plan.add_argument("--json", action="store_true")
+    add_ledger_args(plan)
     plan.set_defaults(func=run_plan)
     det = sub.add_parser("detect", help="list deficits and surpluses per site")
     det.add_argument("scenario")
@@ -112,4 +115,7 @@ def run_plan(args: argparse.Namespace) -> int:
             print(f"heuristic gap to the exact plan: {gap * 100:.2f}%")
         if args.plot:
             print(f"plot written to {args.plot}")
-    return 1 if any(problems.values()) else 0
+    if any(problems.values()):
+        return 1
+    problem = record_if_asked(args, plans[-1].to_record(), time.time())
+    return _fail(problem) if problem is not None else 0
