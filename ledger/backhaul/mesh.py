@@ -115,6 +115,7 @@ class MeshSyncClient:
         self.send = send
         self.config = config
         self.endpoint: StreamEndpoint | None = None
+        self._one_at_a_time = asyncio.Lock()
 
     def on_payload(self, payload: bytes) -> None:
         """A ledger payload from the mesh (DataReceived from the gateway)."""
@@ -124,19 +125,21 @@ class MeshSyncClient:
     async def sync(self, *, backhaul_key: bytes | None = None, timeout: float = 60.0,
                    proofs_for: Sequence[bytes] | None = None,
                    config: SyncConfig | None = None) -> SyncResult:
-        stream = MeshStream(os.urandom(8), config=self.config)
-        stream.open()
-        self.endpoint = StreamEndpoint(stream, self.send)
-        self.endpoint.pump()
-        try:
-            return await sync_over(self.ledger, self.endpoint.reader, self.endpoint,
-                                   backhaul_key=backhaul_key, timeout=timeout,
-                                   proofs_for=proofs_for, config=config)
-        finally:
-            self.endpoint.stream.reset("done")
-            self.endpoint.pump()
-            self.endpoint.close()
-            self.endpoint = None
+        """Sync once; a call made while another runs waits for it (one stream at a time)."""
+        async with self._one_at_a_time:
+            stream = MeshStream(os.urandom(8), config=self.config)
+            stream.open()
+            endpoint = self.endpoint = StreamEndpoint(stream, self.send)
+            endpoint.pump()
+            try:
+                return await sync_over(self.ledger, endpoint.reader, endpoint,
+                                       backhaul_key=backhaul_key, timeout=timeout,
+                                       proofs_for=proofs_for, config=config)
+            finally:
+                endpoint.stream.reset("done")
+                endpoint.pump()
+                endpoint.close()
+                self.endpoint = None
 
 
 class GatewayRelay:

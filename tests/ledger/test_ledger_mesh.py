@@ -105,6 +105,12 @@ def test_device_syncs_with_the_backhaul_through_a_gateway(tmp_path: Path) -> Non
             assert result.checkpoint is not None and result.finalized == 1
             assert relay.counters["opened"] == 1
             assert gateway_id not in relay.streams
+            # Two syncs asked for at once run one after the other, both to the end.
+            again = await asyncio.wait_for(asyncio.gather(
+                client.sync(backhaul_key=hub.public_key, timeout=20),
+                client.sync(backhaul_key=hub.public_key, timeout=20)), 60)
+            assert [r.state for r in again] == ["complete", "complete"]
+            assert [r.stats.blocks_out for r in again] == [0, 0]
         finally:
             await asyncio.sleep(0.1)
             await server.close()
