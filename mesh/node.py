@@ -1189,6 +1189,3 @@ class MeshNode:
         self.stats["data_delivered"] += 1
         self._events.append(ev.DataReceived(frame.origin, payload, hops, now))
 
-
-CONTROL_KINDS = frozenset({"hello", "rreq", "rrep", "rerr", "rrep_ack"})
-"""Transmit kinds that count as routing overhead."""
