@@ -925,9 +925,8 @@ class MeshNode:
         way is asked for at most once per DELETE_PERIOD (hysteresis may keep the old one).
         A TTL of 1 suffices: the announcing neighbour answers for its gateway.
         """
-        current = self.gateway
-        if current is not None:
-            if hops >= current.hops or now < self._next_hint:
+        if self._gateway is not None:
+            if hops >= self._routes[self._gateway].hops or now < self._next_hint:
                 return
             self._next_hint = now + self.config.delete_period_s
         disc = self._discoveries.get(BACKHAUL)
