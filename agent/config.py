@@ -226,6 +226,32 @@ class BackhaulSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InterchangeSection:
+    """The power-interchange module host: plans sent as coordinator, answered as a vehicle."""
+
+    vehicle_id: str = ""
+    """The vehicle this agent rides in; empty = it answers no plans."""
+    coordinator_keys: list[str] = field(default_factory=list)
+    """Ed25519 public keys (hex) of the coordinators whose plans this vehicle answers."""
+    accept: bool = True
+    """false declines every plan with reason "unavailable"."""
+    available_from: int = 0
+    """First slot the vehicle can serve; a plan using an earlier slot is declined ("window")."""
+    available_until: int = -1
+    """Slot after the last one it can serve; -1 = no limit."""
+    max_discharge_kwh: float = -1.0
+    """Most energy it gives in one plan ("battery" otherwise); negative = no limit."""
+    vehicle_keys: list[str] = field(default_factory=list)
+    """Coordinator side: "VEHICLE_ID=PUBLIC_KEY_HEX" for each vehicle plans may be sent to."""
+    retry_s: float = 10.0
+    """Coordinator: a plan part not answered is sent again after this long."""
+    retries: int = 2
+    """Coordinator: sends after the first before a silent vehicle counts as "timeout"."""
+    max_replans: int = 5
+    """Coordinator: plan versions after which a plan still declined fails."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     """The whole configuration; every section is optional."""
 
@@ -242,6 +268,7 @@ class AgentConfig:
     log: LogSection = field(default_factory=LogSection)
     ledger: LedgerSection = field(default_factory=LedgerSection)
     backhaul: BackhaulSection = field(default_factory=BackhaulSection)
+    interchange: InterchangeSection = field(default_factory=InterchangeSection)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -257,6 +284,7 @@ SECTIONS: dict[str, type[Any]] = {
     "log": LogSection,
     "ledger": LedgerSection,
     "backhaul": BackhaulSection,
+    "interchange": InterchangeSection,
 }
 LIST_SECTIONS: dict[str, type[Any]] = {"udp": UdpSection}
 
