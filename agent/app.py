@@ -42,6 +42,7 @@ from mesh.node import MeshNode, PayloadTooLarge
 if TYPE_CHECKING:
     from agent.backhaul_sync import BackhaulSync
     from agent.discovery import Discovery, Peer
+    from agent.module_host import ModuleHost
     from agent.peer_sync import PeerSync
     from agent.recorder import LedgerRecorder
 
@@ -158,6 +159,7 @@ class Agent:
         self.ledger: LedgerRecorder | None = None
         self.backhaul: BackhaulSync | None = None
         self.peer_sync: PeerSync | None = None
+        self.modules: ModuleHost | None = None
 
     # ----------------------------------------------------------------- life cycle
 
@@ -232,6 +234,7 @@ class Agent:
                     self.config.backhaul, self.ledger, self.driver.send_data,
                     line=lambda: node.line, has_gateway=lambda: node.gateway is not None,
                     log=self.log)
+        self._start_modules()
         self.driver.listeners.append(self._on_event)
         for name, link in self.links.items():
             self.driver.add_link(name, link)
@@ -257,6 +260,28 @@ class Agent:
         self.driver.flush()
         self.log.event("agent_started", links=",".join(self.links), restarts=self.state.restarts,
                        startup_ms=round((loop.time() - self.started) * 1000, 1))
+
+    def _start_modules(self) -> None:
+        """The module host (power interchange, charging sessions), recording in our ledger."""
+        from agent.module_host import ModuleHost
+
+        assert self.node is not None and self.driver is not None
+        recorder = self.ledger
+
+        def record(rec: dict[str, Any]) -> None:
+            from agent.modules.records import record as append
+            from ledger.errors import LedgerError
+
+            try:
+                if recorder is not None:
+                    append(recorder.ledger, rec, time.time())
+            except LedgerError as exc:
+                self.log.error("ledger_error", error=str(exc), record=rec.get("type"))
+
+        self.modules = ModuleHost(self.config.interchange, self.identity, self.driver.send_data,
+                                  self.driver.loop, self.log,
+                                  self.node.config.max_payload_bytes,
+                                  record if recorder is not None else None)
 
     def _ble_link(self) -> Any:
         from agent.transports.ble import BleLink
@@ -344,6 +369,8 @@ class Agent:
             await self.peer_sync.stop()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.modules is not None:
+            self.modules.close()
         if self.discovery is not None:
             await self.discovery.stop()
         if self.control is not None:
@@ -443,6 +470,8 @@ class Agent:
             return
         if self.backhaul is not None and self.backhaul.on_event(event):
             return
+        if self.modules is not None and self.modules.on_event(event):
+            return
         if isinstance(event, ev.DataReceived) and event.payload.startswith((PING, PONG)):
             self._on_ping(event)
             return
@@ -479,7 +508,8 @@ class Agent:
                 "inbox": self._cmd_inbox, "send": self._cmd_send, "ping": self._cmd_ping,
                 "blast": self._cmd_blast, "rx_reset": self._cmd_rx_reset,
                 "ledger": self._cmd_ledger,
-                "sync": self._cmd_sync, "stop": self._cmd_stop}
+                "sync": self._cmd_sync, "stop": self._cmd_stop,
+                **(self.modules.handlers() if self.modules is not None else {})}
 
     def status(self) -> dict[str, Any]:
         assert self.node is not None and self.driver is not None

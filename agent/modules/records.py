@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from ledger.ledger import Ledger
-from ledger.tx import Any_, Float, Int, List, Str, TxRegistry, TxType
+from ledger.tx import Any_, Bytes, Float, Int, List, Str, TxRegistry, TxType
 from mesh.identity import Identity
 
 _OPT_INT = Int(optional=True)
@@ -31,6 +31,13 @@ TX_TYPES = (
            {"plan_id": Str(64), "version": Int(0), "scenario": Str(256), "solver": Str(32),
             "status": Str(64), "runtime_ms": Int(0), "bound": Float(optional=True),
             "figures": Any_(), "vehicles": List(Any_(), 10_000)}),
+    TxType("interchange.answer", "A vehicle's answer to its part of a plan (either side's view).",
+           {"plan_id": Str(64), "version": Int(0), "vehicle": Str(256),
+            "coordinator": Bytes(8, 8), "vehicle_node": Bytes(0, 8), "answer": Str(16),
+            "reason": Str(32), "detail": Str(1024), "plan": Any_(optional=True)}),
+    TxType("interchange.transmission", "How sending a plan ended: settled or failed, answers.",
+           {"state": Str(16), "version": Int(0), "coordinator": Bytes(8, 8),
+            "plan": Any_(optional=True), "answers": Any_(), "history": List(Any_(), 1000)}),
 )
 
 
