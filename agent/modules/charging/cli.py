@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from agent.modules.agent_client import add_agent_args, ask_agent
 from agent.modules.charging.errors import ChargingError
 from agent.modules.charging.facilities import load_facilities
 from agent.modules.charging.index import FacilityIndex
@@ -63,6 +64,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sch.add_argument("--departure", required=True, metavar="ISO|+HOURS")
     sch.add_argument("--json", action="store_true")
     sch.set_defaults(func=run_schedule)
+
+    ses = sub.add_parser("session", help="start/stop a charging session (running agent, ledger)")
+    ses.add_argument("action", choices=("start", "stop", "list"))
+    ses.add_argument("--vehicle", default=None, help="default: interchange.vehicle_id")
+    ses.add_argument("--location", default=None, help="start: facility (location) id")
+    ses.add_argument("--connector", default=None, help="start: connector (EVSE) id")
+    ses.add_argument("--plan-id", default=None, help="start: the recommendation followed")
+    ses.add_argument("--planned-wh", type=int, default=0)
+    ses.add_argument("--planned-cost-milli", type=int, default=None)
+    ses.add_argument("--currency", default="")
+    ses.add_argument("--metered-wh", type=int, default=0, help="stop: energy metered")
+    ses.add_argument("--cost-milli", type=int, default=None, help="stop: what it cost")
+    ses.add_argument("--aborted", action="store_true", help="stop: the session was cut short")
+    add_agent_args(ses)
+    ses.set_defaults(func=run_session)
+
+
+def run_session(args: argparse.Namespace) -> int:
+    fields = {"action": args.action, "vehicle": args.vehicle}
+    if args.action == "start":
+        fields |= {"location": args.location, "connector": args.connector,
+                   "plan_id": args.plan_id, "planned_wh": args.planned_wh,
+                   "planned_cost_milli": args.planned_cost_milli, "currency": args.currency}
+    elif args.action == "stop":
+        fields |= {"metered_wh": args.metered_wh, "cost_milli": args.cost_milli,
+                   "aborted": args.aborted}
+    return ask_agent(args, "charging_session", **fields)
 
 
 def _vehicle_args(p: argparse.ArgumentParser, required: bool = True) -> None:

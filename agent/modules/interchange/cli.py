@@ -9,7 +9,9 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
+from agent.modules.agent_client import add_agent_args, ask_agent
 from agent.modules.interchange.detect import detect
 from agent.modules.interchange.exact import ExactOptions, solve_exact
 from agent.modules.interchange.heuristic import solve_heuristic
@@ -37,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     det.add_argument("--horizon", type=int, default=None, help="slots to look ahead")
     det.add_argument("--json", action="store_true")
     det.set_defaults(func=run_detect)
+    send = sub.add_parser("send", help="plan and send each vehicle its part (running agent)")
+    send.add_argument("scenario", help="scenario TOML; vehicles need interchange.vehicle_keys")
+    add_agent_args(send)
+    send.set_defaults(func=lambda a: ask_agent(a, "interchange_send",
+                                               scenario=str(Path(a.scenario).resolve())))
+    status = sub.add_parser("status", help="the plan being sent, the answers, what was answered")
+    add_agent_args(status)
+    status.set_defaults(func=lambda a: ask_agent(a, "interchange_status"))
 
 
 def _fail(msg: str) -> int:
