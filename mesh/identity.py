@@ -2,13 +2,19 @@
 
 Signing and verification go through libsodium (PyNaCl): it is about twice as fast as
 OpenSSL's Ed25519 here, and Ed25519 is the hot path of a signed protocol. Key files are
-PKCS#8 PEM written with `cryptography`, so `openssl pkey -in node.key` reads them.
+PKCS#8 PEM, so `openssl pkey -in node.key` reads them. An unencrypted PKCS#8 v1 Ed25519 key
+is a fixed 16-byte DER prefix and the 32-byte seed (RFC 8410), which is read and written here
+without `cryptography`: that library brings its own OpenSSL (about 8 MB resident) that an
+agent would carry only to read its key once. Any other PEM is handed to `cryptography`, so
+that a foreign key gets a precise error.
 The same key also yields an X25519 key (the standard Ed25519 -> Curve25519 map) so that
 end-to-end encryption is bound to the node identity without a second key to manage.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import secrets
@@ -18,14 +24,16 @@ from pathlib import Path
 
 import nacl.bindings as sodium
 import nacl.exceptions
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 NODE_ID_LEN = 8
 """Bytes of a node id: the first 8 bytes of SHA-256(public key)."""
 PUBLIC_KEY_LEN = 32
 SIGNATURE_LEN = 64
+PKCS8_ED25519_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+"""DER of PrivateKeyInfo v1 {version 0, algorithm id-Ed25519, privateKey OCTET STRING {OCTET
+STRING (32 bytes)}}, up to the seed (RFC 8410 section 7)."""
+PEM_BEGIN = b"-----BEGIN PRIVATE KEY-----"
+PEM_END = b"-----END PRIVATE KEY-----"
 
 
 class IdentityError(Exception):
@@ -72,11 +80,8 @@ class Identity:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the key as PKCS#8 PEM, readable by its owner only (created 0600, atomically)."""
-        pem = Ed25519PrivateKey.from_private_bytes(self.seed).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        body = base64.b64encode(PKCS8_ED25519_PREFIX + self.seed)
+        pem = PEM_BEGIN + b"\n" + body + b"\n" + PEM_END + b"\n"  # 64 base64 chars: one line
         target = Path(path)
         tmp = target.with_name(target.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -102,18 +107,43 @@ class Identity:
                 f"key file {target} is accessible by group or others "
                 f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {target}"
             )
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise IdentityError(f"key file {target} is not a readable PEM private key") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise IdentityError(f"key file {target} holds a {type(key).__name__}, not Ed25519")
-        seed = key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
+        seed = _ed25519_seed_of_pem(data)
+        if seed is None:
+            seed = _seed_via_cryptography(data, target)
         return cls.from_seed(seed)
+
+
+def _ed25519_seed_of_pem(data: bytes) -> bytes | None:
+    """The seed of an unencrypted PKCS#8 v1 Ed25519 PEM; None for anything else."""
+    lines = data.strip().splitlines()
+    if len(lines) < 3 or lines[0].strip() != PEM_BEGIN or lines[-1].strip() != PEM_END:
+        return None
+    try:
+        der = base64.b64decode(b"".join(line.strip() for line in lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != len(PKCS8_ED25519_PREFIX) + 32 or not der.startswith(PKCS8_ED25519_PREFIX):
+        return None
+    return der[len(PKCS8_ED25519_PREFIX):]
+
+
+def _seed_via_cryptography(data: bytes, target: Path) -> bytes:
+    """Other PEM encodings (a v2 key with its public key, ...) or a precise refusal."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise IdentityError(f"key file {target} is not a readable PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise IdentityError(f"key file {target} holds a {type(key).__name__}, not Ed25519")
+    return key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:

@@ -1,0 +1,89 @@
+"""What keeps the agent small: its key file and sealing work without `cryptography` (which
+carries its own OpenSSL), byte for byte compatible with what `cryptography` writes and seals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from mesh.identity import Identity, IdentityError
+from mesh.seal import Sealer, SealError
+
+
+def _pkcs8(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def test_key_file_is_the_pkcs8_that_cryptography_writes_and_reads(tmp_path: Path) -> None:
+    seed = bytes(range(32))
+    ours = tmp_path / "ours.key"
+    Identity.from_seed(seed).save(ours)
+    theirs = _pkcs8(Ed25519PrivateKey.from_private_bytes(seed))
+    assert ours.read_bytes() == theirs
+    loaded = serialization.load_pem_private_key(ours.read_bytes(), password=None)
+    assert isinstance(loaded, Ed25519PrivateKey)
+    other = Ed25519PrivateKey.generate()
+    path = tmp_path / "theirs.key"
+    path.write_bytes(_pkcs8(other))
+    path.chmod(0o600)
+    raw = other.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                              serialization.NoEncryption())
+    assert Identity.load(path).seed == raw
+
+
+@pytest.mark.parametrize("text", [
+    b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAB\n-----END PRIVATE KEY-----\n",
+    # the Ed25519 prefix with one byte too many
+    b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==\n"
+    b"-----END PRIVATE KEY-----\n",
+    # an X25519 key (OID 1.3.101.110): same length, other algorithm
+    b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n"
+    b"-----END PRIVATE KEY-----\n",
+    b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
+    b"",
+])
+def test_other_or_damaged_key_files_are_refused(tmp_path: Path, text: bytes) -> None:
+    path = tmp_path / "bad.key"
+    path.write_bytes(text)
+    path.chmod(0o600)
+    with pytest.raises(IdentityError):
+        Identity.load(path)
+
+
+def test_sealed_payloads_are_ietf_chacha20_poly1305() -> None:
+    a, b = Identity.from_seed(b"a" * 32), Identity.from_seed(b"b" * 32)
+    sa, sb = Sealer(a), Sealer(b)
+    sealed = sa.seal(b.public_key, 7, b"payload", b"header")
+    assert sb.open(a.public_key, 7, sealed, b"header") == b"payload"
+    key = sa._pair(b.public_key)[0]
+    nonce = (7).to_bytes(8, "big") + bytes(4)
+    assert ChaCha20Poly1305(key).encrypt(nonce, b"payload", b"header") == sealed
+    for counter, data, header in ((8, sealed, b"header"), (7, sealed, b"headeR"),
+                                  (7, sealed[:-1] + bytes([sealed[-1] ^ 1]), b"header")):
+        with pytest.raises(SealError):
+            sb.open(a.public_key, counter, data, header)
+
+
+def test_the_run_path_does_not_import_cryptography(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    Identity.generate().save(key)
+    code = (
+        "import sys, random\n"
+        "from agent import cli, app\n"
+        "from mesh.identity import Identity\n"
+        "from mesh.node import MeshNode\n"
+        f"me = Identity.load({str(key)!r})\n"
+        "node = MeshNode(identity=me, rng=random.Random(1), now=0.0)\n"
+        "node.send_data(Identity.from_seed(bytes(32)).node_id, b'x', 0.0)\n"
+        "print(sorted(m for m in ('cryptography', 'zeroconf', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines()[-1] == "[]"
