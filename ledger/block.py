@@ -6,6 +6,14 @@ where `author` is the 32-byte Ed25519 public key, `prev` the hash of the block a
 The signature covers `SIGNATURE_CONTEXT` + the same array without its last element, which is
 the encoded block with its first byte changed and the signature cut off, so neither signing nor
 verifying re-encodes anything. The block hash is SHA-256 of the whole encoded block.
+
+A block is its exact bytes: its hash, duplicate and equivocation checks all compare bytes.
+Authors encode canonically (`Block.create`), but a receiver does not re-encode to check it:
+the signature covers every byte but the signature's own, whose framing (`0x58 0x40` + 64
+bytes at the very end, a 7-item array header at the start) `decode_block` pins down, and
+libsodium refuses malleated signatures, so nobody but the author can make a second encoding
+of a block that still verifies. If the author signs two encodings of one height, they are two
+different blocks at one height: an equivocation, caught and proven like any other.
 """
 
 from __future__ import annotations
@@ -79,12 +87,15 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
     """Parse untrusted bytes into a block whose transactions match their schemas.
 
     Raises `BlockError` (reason "malformed", "version" or "tx") and never anything else.
-    The signature is not checked here; `ledger.validate.check_block` does that.
+    The signature is not checked here; `ledger.validate.check_block` does that, and only then
+    is the block trusted (see the module docstring for why it is not re-encoded).
     """
     try:
-        value: Any = codec.decode(raw, MAX_BLOCK_BYTES, check_types=False)
+        value: Any = codec.decode(raw, MAX_BLOCK_BYTES, check_types=False, canonical=False)
     except CodecError as exc:
         raise BlockError("malformed", str(exc)) from exc
+    if raw[:1] != b"\x87" or raw[-_SIG_TAIL:-SIG_LEN] != b"\x58\x40":
+        raise BlockError("malformed", "a block is a 7-item array ending in its signature")
     if type(value) is not list or len(value) != 7:
         raise BlockError("malformed", "a block is a 7-item array")
     version, author, height, prev, ts, txs, sig = value
@@ -98,8 +109,8 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
         raise BlockError("malformed", "prev must be a 32-byte hash")
     if type(ts) is not int or not 0 <= ts < 2**63:
         raise BlockError("malformed", "timestamp out of range")
-    if type(sig) is not bytes or len(sig) != SIG_LEN:
-        raise BlockError("malformed", "signature must be 64 bytes")
+    if type(sig) is not bytes or len(sig) != SIG_LEN or sig != raw[-SIG_LEN:]:
+        raise BlockError("malformed", "signature must be the block's last 64 bytes")
     if type(txs) is not list or len(txs) > MAX_BLOCK_TXS:
         raise BlockError("malformed", f"txs must be a list of at most {MAX_BLOCK_TXS}")
     try:

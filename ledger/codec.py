@@ -9,6 +9,7 @@ list and map.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
@@ -56,22 +57,30 @@ def check_plain(value: Any) -> None:
     _check(value, 0)
 
 
-def decode(data: bytes, max_bytes: int, *, check_types: bool = True) -> Any:
-    """Parse untrusted bytes; raise `CodecError` unless they are canonical CBOR of plain types.
+def decode(data: bytes, max_bytes: int, *, check_types: bool = True,
+           canonical: bool = True) -> Any:
+    """Parse untrusted bytes; raise `CodecError` unless they are one CBOR item of plain types
+    (no trailing bytes) and, with `canonical`, in deterministic encoding.
 
     `check_types=False` skips the walk over every value, for callers whose own schema checks
     the type of every value anyway (blocks: the transaction schemas do it; fields of kind
-    "any" are walked there)."""
+    "any" are walked there). `canonical=False` skips re-encoding the value to compare (the
+    costliest step), for bytes whose identity does not depend on it: sync messages, which
+    nobody hashes or signs, and blocks, whose signature covers their exact bytes (see
+    `ledger.block`)."""
     if len(data) > max_bytes:
         raise CodecError(f"{len(data)} bytes exceeds the limit of {max_bytes}")
+    stream = io.BytesIO(data)
     try:
-        value = cbor2.loads(data, tag_hook=_reject_tag)
+        value = cbor2.CBORDecoder(stream, tag_hook=_reject_tag).decode()
     except CodecError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise CodecError(f"malformed CBOR: {exc}") from exc
+    if stream.tell() != len(data):
+        raise CodecError(f"{len(data) - stream.tell()} bytes after the CBOR item")
     if check_types:
         _check(value, 0)
-    if encode(value) != data:
+    if canonical and encode(value) != data:
         raise CodecError("CBOR is not in deterministic (canonical) encoding")
     return value

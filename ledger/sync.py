@@ -227,7 +227,7 @@ class SyncSession:
 
     def _parse(self, data: bytes) -> dict[int, Any]:
         try:
-            msg = codec.decode(data, self.config.max_message_bytes)
+            msg = codec.decode(data, self.config.max_message_bytes, canonical=False)
         except CodecError as exc:
             raise SyncError("malformed", str(exc)) from exc
         if type(msg) is not dict or msg.get(K_VERSION) != VERSION:

@@ -188,11 +188,118 @@ def _check_map(prefix: str, fields: Mapping[str, Field], body: Mapping[Any, Any]
         _check_value(prefix + key, spec, body.get(key))
 
 
+Checker = Callable[[Any], None]
+
+
+def _range_checker(path: str, spec: Field, kind: type | tuple[type, ...], what: str,
+                   size: Callable[[Any], float] | None) -> Checker:
+    """A checker of one value's type and bounds (the compiled form of `_check_value`)."""
+    lo, hi, optional = spec.lo, spec.hi, spec.optional
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+
+    def check(value: Any) -> None:
+        if type(value) not in kinds:
+            if value is None:
+                if optional:
+                    return
+                raise TxSchemaError("missing", path)
+            raise TxSchemaError("type", f"{path} must be {what}")
+        if size is None:
+            return
+        n = size(value)
+        if lo is not None and n < lo:
+            raise TxSchemaError("range", f"{path} below {lo}")
+        if hi is not None and n > hi:
+            raise TxSchemaError("range", f"{path} above {hi}")
+
+    return check
+
+
+def _compile_value(path: str, spec: Field) -> Checker:
+    """What `_check_value(path, spec, value)` does, with the schema's branches taken once."""
+    kind = spec.kind
+    if kind == "int":
+        return _range_checker(path, spec, int, "an int", _identity)
+    if kind == "float":
+        inner = _range_checker(path, spec, (int, float), "a finite number", _identity)
+
+        def check_float(value: Any) -> None:
+            if type(value) is float and not math.isfinite(value):
+                raise TxSchemaError("type", f"{path} must be a finite number")
+            inner(value)
+
+        return check_float
+    if kind == "bytes":
+        return _range_checker(path, spec, bytes, "bytes", len)
+    if kind == "str":
+        return _range_checker(path, spec, str, "a str", len)
+    if kind == "bool":
+        return _range_checker(path, spec, bool, "a bool", None)
+    if kind == "map" and spec.fields is not None:
+        inner_map = _compile_map(path + ".", spec.fields)
+        optional = spec.optional
+
+        def check_map(value: Any) -> None:
+            if type(value) is not dict:
+                if value is None and optional:
+                    return
+                raise TxSchemaError("missing" if value is None else "type",
+                                    path if value is None else f"{path} must be a map")
+            inner_map(value)
+
+        return check_map
+
+    def check_other(value: Any) -> None:  # lists, free maps, any: rare, interpreted
+        _check_value(path, spec, value)
+
+    return check_other
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _compile_map(prefix: str, fields: Mapping[str, Field]) -> Checker:
+    """What `_check_map(prefix, fields, body)` does, compiled once per transaction type."""
+    names = frozenset(fields)
+    checks = tuple((key, _compile_value(prefix + key, spec)) for key, spec in fields.items())
+
+    def check(body: Any) -> None:
+        if not names.issuperset(body):
+            _check_map(prefix, fields, body)  # names the unknown field
+        get = body.get
+        for key, check_one in checks:
+            check_one(get(key))
+
+    return check
+
+
+def _compile_type(tx_type: TxType) -> Checker:
+    """The whole body check of a type: key types, schema, then the type's own `check`."""
+    body_check = _compile_map("", tx_type.fields)
+    names = frozenset(tx_type.fields)
+    extra = tx_type.check
+
+    def check(body: Any) -> None:
+        if type(body) is not dict and type(body) is not MappingProxyType:
+            raise TxSchemaError("type", "body must be a map")
+        if not names.issuperset(body):  # an unknown key; a key that is no str is worse
+            for key in body:
+                if type(key) is not str:
+                    raise TxSchemaError("type", "body keys must be strings")
+        body_check(body)
+        if extra is not None:
+            extra(body)
+
+    return check
+
+
 class TxRegistry:
     """The transaction types a node accepts. Not shared: each ledger holds its own."""
 
     def __init__(self) -> None:
         self._types: dict[str, TxType] = {}
+        self._checks: dict[str, Checker] = {}
 
     def register(self, tx_type: TxType) -> None:
         """Add a type; registering the very same type twice is harmless, a clash is an error."""
@@ -200,6 +307,7 @@ class TxRegistry:
         if known is not None and known != tx_type:
             raise LedgerError(f"transaction type {tx_type.name} is already registered")
         self._types[tx_type.name] = tx_type
+        self._checks[tx_type.name] = _compile_type(tx_type)
 
     def get(self, name: str) -> TxType:
         try:
@@ -215,15 +323,10 @@ class TxRegistry:
 
     def validate(self, tx: Transaction) -> None:
         """Raise `UnknownTxType` or `TxSchemaError` unless `tx` matches its type's schema."""
-        tx_type = self.get(tx.type)
-        if type(tx.body) not in (dict, MappingProxyType):
-            raise TxSchemaError("type", "body must be a map")
-        for key in tx.body:
-            if type(key) is not str:
-                raise TxSchemaError("type", "body keys must be strings")
-        _check_map("", tx_type.fields, tx.body)
-        if tx_type.check is not None:
-            tx_type.check(tx.body)
+        check = self._checks.get(tx.type)
+        if check is None:
+            raise UnknownTxType("unknown_type", repr(tx.type)[:80])
+        check(tx.body)
 
     def make(self, type_name: str, body: Mapping[str, Any]) -> Transaction:
         """A validated transaction (what an author calls before appending)."""

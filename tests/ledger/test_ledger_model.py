@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import codec
-from ledger.block import GENESIS_PREV, Block, decode_block
+from ledger import Ledger, codec
+from ledger.block import GENESIS_PREV, Block, decode_block, signing_bytes
 from ledger.errors import BlockError, CodecError, LedgerError, TxSchemaError, UnknownTxType
 from ledger.tx import (
     Float,
     Int,
     Transaction,
     TxType,
+    _check_map,
     default_registry,
     line_from_body,
     register_tx_type,
@@ -194,3 +197,88 @@ def test_unknown_tx_in_block_is_a_block_error() -> None:
     with pytest.raises(BlockError) as info:
         decode_block(b.raw, default_registry())
     assert info.value.reason == "tx"
+
+
+def test_codec_without_canonical_check_still_refuses_trailing_bytes() -> None:
+    assert codec.decode(cbor2.dumps({"b": 1, "a": 2}), 100, canonical=False) == {"b": 1, "a": 2}
+    with pytest.raises(CodecError, match="after the CBOR item"):
+        codec.decode(b"\x01\x02", 100, canonical=False)
+    with pytest.raises(CodecError, match="after the CBOR item"):
+        codec.decode(b"\x01\x02", 100)
+
+
+def _reframed(block: Block, height_bytes: bytes, sig_head: bytes = b"\x58\x40",
+              sig: bytes | None = None) -> bytes:
+    """`block` re-encoded by hand: its height as given, its signature behind `sig_head`."""
+    parts = [codec.encode(1), codec.encode(block.author), height_bytes, codec.encode(block.prev),
+             codec.encode(block.timestamp_ms), codec.encode([tx.to_wire() for tx in block.txs])]
+    return b"\x87" + b"".join(parts) + sig_head + (block.signature if sig is None else sig)
+
+
+def test_a_relay_cannot_re_encode_a_signed_block() -> None:
+    """Blocks are not re-encoded on receipt: the signature and the framing must catch every
+    other encoding of an honest author's block, so one block keeps one hash."""
+    reg = default_registry()
+    b5 = Block.create(ALICE, 5, b"\x07" * 32, T0, (_route(),))
+    assert _reframed(b5, codec.encode(5)) == b5.raw
+    head = FeedHead(ALICE.public_key, 4, b"\x07" * 32, T0)
+    wide_height = decode_block(_reframed(b5, b"\x18\x05"), reg)  # 5 in two bytes
+    assert wide_height.height == 5 and wide_height.hash != b5.hash
+    with pytest.raises(BlockError) as info:
+        check_block(wide_height, head, T0)
+    assert info.value.reason == "signature"
+    for raw in (_reframed(b5, codec.encode(5), b"\x59\x00\x40"),  # signature length in 2 bytes
+                b5.raw + b"\x00",                                   # trailing byte
+                b"\x98\x07" + b5.raw[1:]):                          # array length in 2 bytes
+        with pytest.raises(BlockError) as info:
+            decode_block(raw, reg)
+        assert info.value.reason == "malformed"
+
+
+def test_an_author_signing_two_encodings_of_one_height_equivocates(
+        make_ledger: Callable[..., Ledger]) -> None:
+    reg = default_registry()
+    b0 = Block.create(ALICE, 0, GENESIS_PREV, T0, (_route(),))
+    other = _reframed(b0, b"\x18\x00", sig=bytes(64))
+    other = other[:-64] + ALICE.sign(signing_bytes(other))
+    assert decode_block(other, reg).txs == b0.txs and other != b0.raw
+    led = make_ledger("eq", 9)
+    first = led.receive_blocks([b0.raw], T0 / 1000)
+    assert len(first.stored) == 1
+    second = led.receive_blocks([other], T0 / 1000)
+    assert second.equivocations == 1 and led.store.flag_of(ALICE.public_key) is not None
+
+
+BODIES: list[tuple[str, dict[Any, Any]]] = [
+    ("mesh.route_added", {**_route().body, "hops": True}),          # a bool is no int
+    ("mesh.route_added", {**_route().body, "t": float("inf")}),
+    ("mesh.route_added", {**_route().body, "lifetime_s": -1.0}),
+    ("mesh.route_added", {**_route().body, 3: 1}),                   # a key that is no str
+    ("mesh.route_added", {**_route().body, "dest": None}),
+    ("mesh.gateway_changed", {"old": None, "new": b"g" * 8, "next_hop": None, "hops": 1,
+                              "seq": 2, "line": None, "reason": "x", "t": 1.0}),
+    ("mesh.gateway_changed", {"old": None, "new": b"g" * 8, "next_hop": None, "hops": 1,
+                              "seq": 2, "line": {"connected": 1}, "reason": "x", "t": 1.0}),
+    ("line.status", {"old": [], "new": {}, "t": 1.0}),
+    ("mesh.manet_joined", {"neighbours": [b"a" * 8, b"b"], "has_line": False, "t": 1.0}),
+    ("mesh.manet_joined", {"neighbours": [b"a" * 8], "has_line": False, "t": 1.0}),
+]
+
+
+@pytest.mark.parametrize(("name", "body"), BODIES)
+def test_compiled_schema_checks_match_the_schema(name: str, body: dict[Any, Any]) -> None:
+    """The per-type compiled checker gives the same verdict and message as walking the schema."""
+    reg = default_registry()
+    expected: str | None = None
+    try:
+        if any(type(k) is not str for k in body):
+            raise TxSchemaError("type", "body keys must be strings")
+        _check_map("", reg.get(name).fields, body)
+    except TxSchemaError as exc:
+        expected = f"{exc.reason}: {exc}"
+    try:
+        reg.validate(Transaction(name, body))
+        got = None
+    except TxSchemaError as exc:
+        got = f"{exc.reason}: {exc}"
+    assert got == expected
