@@ -9,8 +9,14 @@ from agent.modules.interchange.cli import register
 from agent.modules.interchange.detect import detect
 from agent.modules.interchange.exact import solve_exact
 from agent.modules.interchange.generate import generated_case
-from agent.modules.interchange.heuristic import solve_heuristic
-from agent.modules.interchange.model import InterchangeError, Site, Vehicle, build_scenario
+from agent.modules.interchange.heuristic import HeuristicOptions, solve_heuristic
+from agent.modules.interchange.model import (
+    InterchangeError,
+    Scenario,
+    Site,
+    Vehicle,
+    build_scenario,
+)
 from agent.modules.interchange.plan import check, energy_trace
 from agent.modules.interchange.scenario import load_scenario, scenario_from_dict
 
@@ -21,7 +27,7 @@ needs_shared = pytest.mark.skipif(not (SHARED / "emhass").exists(),
                                   reason="../shared/data/emhass is absent")
 
 
-def hand_case(vehicles: int = 1, deficit: int = 5_000, price_d: int = 300):
+def hand_case(vehicles: int = 1, deficit: int = 5_000, price_d: int = 300) -> Scenario:
     """Surplus site S (aggregator A) has 5 kWh spare in slot 0; deficit site D (B) lacks
     `deficit` Wh in slot 2; one hour between them, 10 km at 100 Wh/km."""
     s = Site("S", "A", 0, 0, (5_000, 0, 0, 0), (0, 0, 0, 0), (300,) * 4, (50,) * 4)
@@ -181,3 +187,19 @@ def test_exact_stopped_early_is_never_worse_than_the_heuristic() -> None:
     assert stopped.figures.objective <= heur.figures.objective
     if stopped.status != "optimal":
         assert stopped.bound is None or stopped.bound <= stopped.figures.objective
+
+
+def test_refining_amounts_on_the_routes_gains_and_stays_feasible() -> None:
+    sc = generated_case(6, 4, seed=102)
+    greedy = solve_heuristic(sc, HeuristicOptions(refine_rounds=0))
+    refined = solve_heuristic(sc)
+    assert check(sc, refined) == []
+    assert refined.figures.objective < greedy.figures.objective
+    assert refined.vehicles == solve_heuristic(sc).vehicles  # deterministic
+    # The routes stay; only the amounts change.
+    for a, b in zip(greedy.vehicles, refined.vehicles, strict=True):
+        assert [(s.site, s.arrive, s.depart) for s in a.stops] == \
+            [(s.site, s.arrive, s.depart) for s in b.stops]
+    idle = sc.vehicles[0].id
+    kept = solve_heuristic(sc, exclude=frozenset({idle})).vehicle_plan(idle)
+    assert all(not s.charge and not s.discharge for s in kept.stops)

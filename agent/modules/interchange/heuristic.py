@@ -25,20 +25,22 @@ from dataclasses import dataclass, field, replace
 from agent.modules.interchange.detect import caps
 from agent.modules.interchange.model import Scenario, Vehicle
 from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idle_plan
+from agent.modules.interchange.refine import refine
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeuristicOptions:
     charge_sites: int = 4  # surplus sites tried as A per trip
-    discharge_sites: int = 4  # deficit sites tried as B
+    discharge_sites: int = 3  # deficit sites tried as B
     split_choices: int = 4  # departure times from A tried
     pre_choices: int = 3  # departure times tried when giving where it is before leaving
     cut_choices: int = 4  # end times tried for a trip that only gives
     max_trips: int = 200
     improve_rounds: int = 1  # passes of pairwise re-planning after the greedy
-    lookahead: int = 3  # first trips tried when one vehicle is re-planned on its own
+    lookahead: int = 1  # first trips tried when one vehicle is re-planned on its own (1: off)
     all_pairs_up_to: int = 6  # fleets this small re-plan every pair, larger ones only pairs
     # that share a site
+    refine_rounds: int = 2  # passes re-optimising each vehicle's amounts on its route (LP)
 
 
 @dataclass(slots=True)
@@ -82,6 +84,17 @@ class _Planner:
                           for site in sc.sites]
         self.by_export = [sorted(range(n), key=lambda t: (site.export_price[t], t))
                           for site in sc.sites]
+        self._worth: dict[tuple[int, float], list[int]] = {}
+
+    def worth_giving(self, bi: int, v: Vehicle) -> list[int]:
+        """Slots of site bi, dearest first, whose import price beats keeping the energy."""
+        key = (bi, v.efficiency)
+        slots = self._worth.get(key)
+        if slots is None:
+            floor = self.sv / v.efficiency * 1000.0
+            price = self.sc.sites[bi].import_price
+            slots = self._worth[key] = [t for t in self.by_import[bi] if price[t] > floor]
+        return slots
 
     def next_departure(self, t: int) -> int:
         k = self.sc.departure_every
@@ -162,14 +175,18 @@ class _Planner:
         k = self.opts.split_choices
         if len(cands) > k:
             cands = [cands[round(j * (len(cands) - 1) / (k - 1))] for j in range(k)]
+        p_ch = v.charge_w * self.dt
+        row_a = self.surplus[ai]
+        room_from = [0.0] * (max(horizon, 0) + 1)  # what A can still give from slot t on
+        for t in range(horizon - 1, arrive_b, -1):
+            room_from[t] = room_from[t + 1] + (p_ch if row_a[t] > p_ch else row_a[t])
         for leave_b in cands:
             if last_b is not None and leave_b > last_b:
                 continue
             arrive_a = leave_b + sc.tau(b, a)
             if arrive_a >= horizon:
                 continue
-            room = sum(min(v.charge_w * self.dt, self.surplus[ai][t])
-                       for t in range(arrive_a, horizon)) * v.efficiency
+            room = room_from[arrive_a] * v.efficiency
             floor = max(v.min_wh + sc.travel_wh(v, b, a), need_end + sc.travel_wh(v, b, a)
                         - room)
             price = sc.sites[bi].import_price
@@ -328,8 +345,8 @@ class _Planner:
         gain = site_b.import_price
         floor = self.sv / v.efficiency * 1000.0
         row_b = self.deficit[bi]
-        slots_b = [t for t in self.by_import[bi]
-                   if arrive_b <= t < last_b and row_b[t] > 0 and gain[t] > floor]
+        slots_b = [t for t in self.worth_giving(bi, v)
+                   if arrive_b <= t < last_b and row_b[t] > 0]
         charge: dict[int, int] = {}
         value = 0.0
         travel = sc.travel_wh(v, st.site, a if a is not None else b)
@@ -370,8 +387,13 @@ class _Planner:
                     for t in range(cut + sc.tau(b, v.end_site), v.available_until)
                     if row_e[t] > 0 and price_e[t] > floor]
         discharge: dict[int, int] = {}
+        home.sort(reverse=True)
+        kept_above = list(itertools.accumulate((c for _, c in home), initial=0.0))
+        k = 0  # home[:k] are dearer than the slot being filled (slots_b goes dearest first)
         for t in slots_b:
-            kept = sum(c for p, c in home if p > gain[t]) if home else 0.0
+            while k < len(home) and home[k][0] > gain[t]:
+                k += 1
+            kept = kept_above[k]
             if budget - kept <= 0:
                 break
             give = int(min(p_dis, self.deficit[bi][t], budget - kept))
@@ -590,5 +612,11 @@ def solve_heuristic(scenario: Scenario, options: HeuristicOptions | None = None,
     if opts.lookahead > 1:
         run.improve_single()
     vehicles = tuple(run.pl.finish(v, run.states[v.id]) for v in scenario.vehicles)
-    return Plan(scenario.name, "heuristic", vehicles, figures(scenario, vehicles),
-                time.perf_counter() - started, "heuristic")
+    result = figures(scenario, vehicles)
+    if opts.refine_rounds > 0:
+        refined = refine(scenario, vehicles, opts.refine_rounds, exclude)
+        better = figures(scenario, refined)
+        if better.objective < result.objective:
+            vehicles, result = refined, better
+    return Plan(scenario.name, "heuristic", vehicles, result, time.perf_counter() - started,
+                "heuristic")
