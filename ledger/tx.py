@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -190,87 +191,52 @@ def _check_map(prefix: str, fields: Mapping[str, Field], body: Mapping[Any, Any]
 
 Checker = Callable[[Any], None]
 
-
-def _range_checker(path: str, spec: Field, kind: type | tuple[type, ...], what: str,
-                   size: Callable[[Any], float] | None) -> Checker:
-    """A checker of one value's type and bounds (the compiled form of `_check_value`)."""
-    lo, hi, optional = spec.lo, spec.hi, spec.optional
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-
-    def check(value: Any) -> None:
-        if type(value) not in kinds:
-            if value is None:
-                if optional:
-                    return
-                raise TxSchemaError("missing", path)
-            raise TxSchemaError("type", f"{path} must be {what}")
-        if size is None:
-            return
-        n = size(value)
-        if lo is not None and n < lo:
-            raise TxSchemaError("range", f"{path} below {lo}")
-        if hi is not None and n > hi:
-            raise TxSchemaError("range", f"{path} above {hi}")
-
-    return check
-
-
-def _compile_value(path: str, spec: Field) -> Checker:
-    """What `_check_value(path, spec, value)` does, with the schema's branches taken once."""
-    kind = spec.kind
-    if kind == "int":
-        return _range_checker(path, spec, int, "an int", _identity)
-    if kind == "float":
-        inner = _range_checker(path, spec, (int, float), "a finite number", _identity)
-
-        def check_float(value: Any) -> None:
-            if type(value) is float and not math.isfinite(value):
-                raise TxSchemaError("type", f"{path} must be a finite number")
-            inner(value)
-
-        return check_float
-    if kind == "bytes":
-        return _range_checker(path, spec, bytes, "bytes", len)
-    if kind == "str":
-        return _range_checker(path, spec, str, "a str", len)
-    if kind == "bool":
-        return _range_checker(path, spec, bool, "a bool", None)
-    if kind == "map" and spec.fields is not None:
-        inner_map = _compile_map(path + ".", spec.fields)
-        optional = spec.optional
-
-        def check_map(value: Any) -> None:
-            if type(value) is not dict:
-                if value is None and optional:
-                    return
-                raise TxSchemaError("missing" if value is None else "type",
-                                    path if value is None else f"{path} must be a map")
-            inner_map(value)
-
-        return check_map
-
-    def check_other(value: Any) -> None:  # lists, free maps, any: rare, interpreted
-        _check_value(path, spec, value)
-
-    return check_other
-
-
-def _identity(value: Any) -> Any:
-    return value
+_FAST_TEST = {
+    "int": "type(v) is int{range}",
+    "float": "((type(v) is float and _isfinite(v)) or type(v) is int){range}",
+    "bytes": "type(v) is bytes{size}",
+    "str": "type(v) is str{size}",
+    "bool": "type(v) is bool",
+}
+"""Per kind, a Python test that passes only values `_check_value` accepts (`v` the value)."""
 
 
 def _compile_map(prefix: str, fields: Mapping[str, Field]) -> Checker:
-    """What `_check_map(prefix, fields, body)` does, compiled once per transaction type."""
-    names = frozenset(fields)
-    checks = tuple((key, _compile_value(prefix + key, spec)) for key, spec in fields.items())
+    """What `_check_map(prefix, fields, body)` does, as one generated function per schema.
 
-    def check(body: Any) -> None:
-        if not names.issuperset(body):
-            _check_map(prefix, fields, body)  # names the unknown field
-        get = body.get
-        for key, check_one in checks:
-            check_one(get(key))
-
+    Each scalar field becomes one inline test; a value failing it (or a rare kind: lists,
+    free maps, any) goes to `_check_value`, which raises the precise error or lets an
+    absent optional value pass. The schemas come from code (plugins), not from the wire.
+    """
+    names: dict[str, Any] = {"_isfinite": math.isfinite, "_names": frozenset(fields),
+                             "_unknown": partial(_check_map, prefix, fields)}
+    lines = ["def check(body):",
+             "    if not _names.issuperset(body):",
+             "        _unknown(body)",
+             "    get = body.get"]
+    for k, (key, spec) in enumerate(fields.items()):
+        names[f"_slow{k}"] = partial(_check_value, prefix + key, spec)
+        lines.append(f"    v = get({key!r})")
+        if spec.kind == "map" and spec.fields is not None:
+            names[f"_map{k}"] = _compile_map(f"{prefix}{key}.", spec.fields)
+            lines.append(f"    if type(v) is dict: _map{k}(v)")
+            lines.append(f"    else: _slow{k}(v)")
+            continue
+        test = _FAST_TEST.get(spec.kind)
+        if test is None:
+            lines.append(f"    _slow{k}(v)")
+            continue
+        bounds = ""
+        what = "v" if spec.kind in ("int", "float") else "len(v)"
+        if spec.lo is not None:
+            names[f"_lo{k}"] = spec.lo
+            bounds += f" and {what} >= _lo{k}"
+        if spec.hi is not None:
+            names[f"_hi{k}"] = spec.hi
+            bounds += f" and {what} <= _hi{k}"
+        lines.append(f"    if not ({test.format(range=bounds, size=bounds)}): _slow{k}(v)")
+    exec("\n".join(lines), names)  # the source is built above from the schema alone
+    check: Checker = names["check"]
     return check
 
 

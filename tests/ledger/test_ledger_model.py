@@ -260,6 +260,9 @@ BODIES: list[tuple[str, dict[Any, Any]]] = [
     ("mesh.gateway_changed", {"old": None, "new": b"g" * 8, "next_hop": None, "hops": 1,
                               "seq": 2, "line": {"connected": 1}, "reason": "x", "t": 1.0}),
     ("line.status", {"old": [], "new": {}, "t": 1.0}),
+    ("mesh.route_broken", {**_route().body, "reason": "x" * 65}),
+    ("mesh.route_broken", {"dest": b"d" * 8, "next_hop": b"n" * 8, "hops": 0, "seq": 2**32,
+                           "reason": "", "t": 0}),
     ("mesh.manet_joined", {"neighbours": [b"a" * 8, b"b"], "has_line": False, "t": 1.0}),
     ("mesh.manet_joined", {"neighbours": [b"a" * 8], "has_line": False, "t": 1.0}),
 ]
