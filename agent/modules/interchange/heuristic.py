@@ -361,19 +361,22 @@ class _Planner:
             want = min(want, room)
             p_ch = v.charge_w * self.dt
             row_a = self.surplus[ai]
-            slots_a = [t for t in self.by_export[ai] if arrive_first <= t < leave_a
-                       and row_a[t] > 0]
-            for t in slots_a:
-                worth_storing = site_a.export_price[t] / 1000.0 < self.sv * v.efficiency
-                limit = room if worth_storing else min(want, room)
-                take = int(min(p_ch, self.surplus[ai][t], limit))
+            export = site_a.export_price
+            store_above = self.sv * v.efficiency * 1000.0  # cheaper energy is worth storing
+            taken = 0
+            for t in self.by_export[ai]:
+                if not arrive_first <= t < leave_a or row_a[t] <= 0:
+                    continue
+                limit = room if export[t] < store_above else (want if want < room else room)
+                take = int(min(p_ch, row_a[t], limit))
                 if take <= 0:
                     continue
                 charge[t] = take
                 want -= take
                 room -= take
-                value -= take * site_a.export_price[t] / 1000.0
-                e += take * v.efficiency
+                taken += take
+                value -= take * export[t] / 1000.0
+            e += taken * v.efficiency
             e -= sc.travel_wh(v, a, b)
             if e < v.min_wh or not charge:
                 return None
