@@ -139,12 +139,14 @@ def bench_charging(queries: int) -> dict[str, Any]:
 
 
 def bench_interchange(cases: int, time_limit: float) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k in range(cases):
         sites = round(4 + 16 * k / max(cases - 1, 1))
         vehicles = round(3 + 7 * k / max(cases - 1, 1))
         sc = generated_case(sites, vehicles, seed=100 + k)
+        cpu = time.process_time()
         heur = solve_heuristic(sc)
+        cpu = time.process_time() - cpu
         h = heur.figures.objective
         try:  # the MILP's own best plan, not the heuristic kept at the time limit
             exact = solve_exact(sc, ExactOptions(time_limit_s=time_limit, keep_heuristic=False))
@@ -155,7 +157,8 @@ def bench_interchange(cases: int, time_limit: float) -> dict[str, Any]:
             x, status, bound, secs, exact_ok = None, "no plan in time", None, time_limit, True
         best = h if x is None else min(h, x)  # a stopped MILP can be worse than the heuristic
         row = {"case": sc.name, "sites": sites, "vehicles": vehicles, "slots": sc.n_slots,
-               "heuristic_s": round(heur.runtime_s, 3), "exact_s": round(secs, 2),
+               "heuristic_s": round(heur.runtime_s, 3), "heuristic_cpu_s": round(cpu, 3),
+               "exact_s": round(secs, 2), "load_1min": round(os.getloadavg()[0], 2),
                "exact_status": status, "heuristic_objective": h, "exact_objective": x,
                "exact_bound": bound,
                "gap_to_exact": round((h - best) / abs(best), 4) if best else 0.0,
@@ -173,7 +176,11 @@ def bench_interchange(cases: int, time_limit: float) -> dict[str, Any]:
                                                            for r in optimal), 4)
         if optimal else None,
         "proven_optimal_cases": len(optimal),
+        "mean_gap_where_exact_stopped": round(statistics.mean(
+            r["gap_to_exact"] for r in rows if r["exact_status"] == "time limit"), 4)
+        if any(r["exact_status"] == "time limit" for r in rows) else None,
         "max_heuristic_s": max(r["heuristic_s"] for r in rows),
+        "max_heuristic_cpu_s": max(r["heuristic_cpu_s"] for r in rows),
         "mean_exact_s": round(statistics.mean(r["exact_s"] for r in rows), 2),
         "mean_gap_to_bound_where_known": round(statistics.mean(
             r["gap_to_bound"] for r in rows if r["gap_to_bound"] is not None), 4),
@@ -191,11 +198,13 @@ def main() -> None:
     args = ap.parse_args()
     out: dict[str, Any] = {"machine": {"python": platform.python_version(),
                                        "cpus": os.cpu_count(),
-                                       "platform": platform.platform()}}
+                                       "platform": platform.platform(),
+                                       "load_at_start": os.getloadavg()}}
     if not args.skip_charging:
         out["recommendation"] = bench_charging(args.queries)
     if not args.skip_interchange:
         out["interchange"] = bench_interchange(args.cases, args.time_limit)
+    out["machine"]["load_at_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 
 
