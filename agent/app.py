@@ -28,6 +28,7 @@ from agent.control import CommandError, ControlServer
 from agent.driver import CoreDriver
 from agent.line_monitor import LineMonitor
 from agent.logs import NodeLogger
+from agent.memory import SETTLE_AFTER_S, settle
 from agent.metrics import MetricsServer, Snapshot
 from agent.state import AgentState
 from agent.transports import TransportError
@@ -398,6 +399,7 @@ class Agent:
             loop.add_signal_handler(sig, self._stopping.set)
         try:
             await self.start()
+            self._spawn(self._settle_memory())  # process-wide, so here and not in start()
             await self._stopping.wait()
         finally:
             await self.stop()
@@ -429,6 +431,10 @@ class Agent:
             self.state.save(self._frames_sent())
         except OSError as exc:
             self.log.error("state_save_failed", error=exc.strerror or str(exc))
+
+    async def _settle_memory(self) -> None:
+        await asyncio.sleep(SETTLE_AFTER_S)
+        settle()
 
     async def _save_state_periodically(self) -> None:
         while True:
