@@ -482,6 +482,7 @@ class _Run:
         self.active = [v.id for v in sc.vehicles if v.id not in exclude]
         self.states = {v.id: self.fresh(v) for v in sc.vehicles}
         self.trips: dict[str, list[tuple[_Trip, str]]] = {v.id: [] for v in sc.vehicles}
+        self.touched = [0] * len(sc.sites)  # changes of each site's surplus and deficit
 
     @staticmethod
     def fresh(v: Vehicle) -> _State:
@@ -491,7 +492,17 @@ class _Run:
     def apply(self, vid: str, trip: _Trip) -> None:
         st = self.states[vid]
         self.trips[vid].append((trip, st.site))
+        for site in (trip.a, trip.b, st.site):
+            if site is not None:
+                self.touched[self.sc.site_index[site]] += 1
         self.pl.apply(self.vmap[vid], st, trip)
+
+    def stamp(self, vid: str, trip: _Trip) -> tuple[int, ...]:
+        """When these counters are unchanged, the trip's value is too (the sites it uses,
+        and its end site, were not touched since)."""
+        sites = (trip.a, trip.b, self.states[vid].site, self.vmap[vid].end_site)
+        idx = [self.sc.site_index[x] for x in sites if x is not None]
+        return tuple(self.touched[i] for i in idx)
 
     def value(self, vids: tuple[str, ...]) -> float:
         return sum(t.value for vid in vids for t, _ in self.trips[vid])
@@ -523,20 +534,27 @@ class _Run:
     def greedy(self) -> None:
         """All vehicles together: the best trip of any vehicle first (lazily re-valued)."""
         heap: list[tuple[float, int, str]] = []
+        known: dict[str, tuple[_Trip, tuple[int, ...]]] = {}  # best trip, its stamp
         seq = 0
         for vid in self.active:
             trip = self.pl.best_trip(self.vmap[vid], self.states[vid])
             if trip is not None:
                 heapq.heappush(heap, (-trip.value, seq, vid))
+                known[vid] = (trip, self.stamp(vid, trip))
                 seq += 1
         done = 0
         while heap and done < self.opts.max_trips:
             _, _, vid = heapq.heappop(heap)
-            trip = self.pl.best_trip(self.vmap[vid], self.states[vid])
+            kept = known.pop(vid, None)
+            if kept is not None and kept[1] == self.stamp(vid, kept[0]):
+                trip = kept[0]  # nothing it uses changed: still its best
+            else:
+                trip = self.pl.best_trip(self.vmap[vid], self.states[vid])
             if trip is None:
                 continue
             if heap and trip.value < -heap[0][0]:
                 heapq.heappush(heap, (-trip.value, seq, vid))
+                known[vid] = (trip, self.stamp(vid, trip))
                 seq += 1
                 continue
             self.apply(vid, trip)
@@ -544,6 +562,7 @@ class _Run:
             nxt = self.pl.best_trip(self.vmap[vid], self.states[vid])
             if nxt is not None:
                 heapq.heappush(heap, (-nxt.value, seq, vid))
+                known[vid] = (nxt, self.stamp(vid, nxt))
                 seq += 1
 
     def sites_of(self, vid: str) -> set[str]:
