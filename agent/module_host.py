@@ -401,13 +401,22 @@ class ModuleHost:
         return rec
 
     async def _cmd_send(self, req: dict[str, Any]) -> Any:
-        return self.send_plan(_text(req, "scenario"))
+        scenario = _text(req, "scenario")
+        await asyncio.to_thread(_load_planner)  # the first import takes 1-1.5 s: off the loop
+        return self.send_plan(scenario)
 
     async def _cmd_status(self, req: dict[str, Any]) -> Any:
         return self.status()
 
     async def _cmd_session(self, req: dict[str, Any]) -> Any:
         return self.session(req)
+
+
+def _load_planner() -> None:
+    """Import the planner and what its local search uses (numpy, scipy)."""
+    import scipy.optimize  # noqa: F401
+
+    import agent.modules.interchange.heuristic  # noqa: F401
 
 
 def _plan_id_of(coord: Coordinator, version: int) -> str:
