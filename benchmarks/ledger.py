@@ -6,7 +6,8 @@ Figures, beside the raw Ed25519 sign/verify rates measured in the same run (PyNa
 the fastest library here, and `cryptography`/OpenSSL):
 - append_tx_per_s: transactions appended and made durable (blocks of 256, fsync per block);
 - ingest_blocks_per_s: blocks verified and stored by a sync session (one feed, 8 tx/block),
-  and its ratio to the raw verify rate (target >= 0.7);
+  and its ratio to the raw verify rate (target >= 0.7), single-threaded ("ingest") and with
+  signatures verified in a pool of 2 threads ("ingest_pooled"; see machine.cpus);
 - wire_ratio: session bytes on the wire / bytes of the missing blocks (target <= 1.1 + 2 KB);
 - round trips to find 1 and 100 differences among 10,000 feeds (target <= 4 for a small one);
 - backhaul: N concurrent agents (async clients in this process) each syncing 100 new blocks
@@ -90,20 +91,24 @@ def bench_append(tmp: Path, count: int) -> dict[str, float]:
             "append_blocks_per_s": round(blocks / elapsed, 1)}
 
 
-def bench_ingest(tmp: Path, blocks: int, verify_rate: float) -> dict[str, float]:
-    src = Ledger.open(tmp / "src.sqlite", Identity.from_seed(b"\x03" * 32),
+def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
+                 threads: int = 0) -> dict[str, float]:
+    """`threads` > 0: signatures verified in a pool of that many threads (libsodium releases
+    the GIL), beside the decoding on this thread."""
+    src = Ledger.open(tmp / f"src{threads}.sqlite", Identity.from_seed(b"\x03" * 32),
                       config=LedgerConfig(max_block_txs=8))
     for i in range(blocks * 8):
         src.append(route_tx(i), NOW)
     src.flush(NOW)
-    dst = Ledger.open(tmp / "dst.sqlite", Identity.from_seed(b"\x04" * 32))
+    cfg = LedgerConfig(verify_threads=threads)
+    dst = Ledger.open(tmp / f"dst{threads}.sqlite", Identity.from_seed(b"\x04" * 32), config=cfg)
     start = time.perf_counter()
     result = sync_pair(dst, src, NOW)
     elapsed = time.perf_counter() - start
     assert result.error is None and dst.height() == -1 and len(dst.heads()) == 1
     got = result.initiator.stats.blocks_in
     per_s = got / elapsed
-    out = {"ingest_blocks": got, "ingest_blocks_per_s": round(per_s),
+    out = {"verify_threads": threads, "ingest_blocks": got, "ingest_blocks_per_s": round(per_s),
            "ingest_vs_raw_verify": round(per_s / verify_rate, 3),
            "ingest_block_bytes": round(result.initiator.stats.block_bytes_in / got),
            "wire_bytes_one_feed": result.wire_bytes,
@@ -113,7 +118,8 @@ def bench_ingest(tmp: Path, blocks: int, verify_rate: float) -> dict[str, float]
     # The receiver alone (in a real sync the sender is another machine): decode, schema checks,
     # link and signature checks, durable store, in batches of 1,000 blocks.
     raws = list(src.store.iter_blocks(src.author))
-    alone = Ledger.open(tmp / "alone.sqlite", Identity.from_seed(b"\x09" * 32))
+    alone = Ledger.open(tmp / f"alone{threads}.sqlite", Identity.from_seed(b"\x09" * 32),
+                        config=cfg)
     start = time.perf_counter()
     for k in range(0, len(raws), 1000):
         alone.receive_blocks(raws[k:k + 1000], NOW)
@@ -259,19 +265,26 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-backhaul", action="store_true", help="skip the agents' runs")
     args = parser.parse_args()
     quick = args.quick
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                       "platform": platform.platform()}}
+                                       "platform": platform.platform(),
+                                       "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}}
     out["raw"] = raw_rates()
     verify_rate = max(out["raw"]["nacl_verify_per_s"], out["raw"]["cryptography_verify_per_s"])
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         out["append"] = bench_append(tmp, 20_000 if quick else 100_000)
         out["ingest"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate)
+        out["ingest_pooled"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate,
+                                            threads=2)
         out["round_trips"] = bench_round_trips(many_feeds(2_000 if quick else 10_000))
         out["wire_diverged"] = bench_wire_diverged(tmp)
         agents = 50 if quick else args.agents
+        if args.no_backhaul:
+            print(json.dumps(out, indent=2))
+            return 0
         out["backhaul_sqlite"] = bench_backhaul(tmp, f"sqlite:{tmp / 'bh.sqlite'}", agents)
         why = "disabled" if args.no_postgres else postgres_available()
         out["backhaul_postgresql"] = (bench_backhaul(tmp, PG_DSN, agents) if why is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,12 @@ from ledger.block import GENESIS_PREV, Block, decode_block
 from ledger.errors import BlockError, LedgerError
 from ledger.ingest import IngestResult, ingest
 from ledger.store import SqliteStore
+from ledger.sync import SyncConfig, SyncSession
 from ledger.tx import Transaction, TxRegistry, default_registry, transaction_from_mesh_event
-from ledger.validate import MAX_FUTURE_MS, FeedHead, check_block
+from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier, check_block
 from mesh import events as ev
 from mesh.identity import Identity, VerifyCache
+from mesh.identity import verify as ed25519_verify
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +49,9 @@ class LedgerConfig:
     """How far ahead of our clock a received block's timestamp may be."""
     check_on_open: bool = True
     """Run SQLite's quick_check when opening (linear in the file size)."""
+    verify_threads: int = 0
+    """Threads that verify received blocks' signatures beside the decoding (0: none, verify
+    inline). libsodium releases the GIL, so this pays on a device with a spare core."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,11 @@ class Ledger:
         self.registry = registry
         self.config = config
         self.verify_cache = VerifyCache()
+        self.verify_pool: Executor | None = None
+        """Where received blocks' signatures are checked (`LedgerConfig.verify_threads`)."""
+        if config.verify_threads > 0:
+            self.verify_pool = ThreadPoolExecutor(config.verify_threads,
+                                                  thread_name_prefix="ledger-verify")
         self._pending: list[Transaction] = []
         self._first_pending: float | None = None
 
@@ -98,7 +109,21 @@ class Ledger:
         """Flush pending transactions, then close the database. Safe to call twice."""
         if self._pending:
             self.flush()
+        if self.verify_pool is not None:
+            self.verify_pool.shutdown()
         self.store.close()
+
+    @property
+    def verifier(self) -> Verifier:
+        """The signature check for received blocks: the cache, unless a pool verifies (the
+        cache is not thread-safe; the plain check is)."""
+        return ed25519_verify if self.verify_pool is not None else self.verify_cache.verify
+
+    def sync_session(self, *, initiator: bool, peer: str, now: float,
+                     config: SyncConfig | None = None) -> SyncSession:
+        """A sync session over this ledger's store, registry and signature checking."""
+        return SyncSession(self.store, self.registry, initiator=initiator, peer=peer, now=now,
+                           config=config, verifier=self.verifier, pool=self.verify_pool)
 
     def __enter__(self) -> Ledger:
         return self
@@ -165,8 +190,8 @@ class Ledger:
     def receive_blocks(self, raws: list[bytes], now: float | None = None) -> IngestResult:
         """Validate and store blocks from a peer; raises `BlockError` on the first bad one."""
         t = time.time() if now is None else now
-        return ingest(self.store, raws, self.registry, int(t * 1000),
-                      verifier=self.verify_cache.verify, max_future_ms=self.config.max_future_ms)
+        return ingest(self.store, raws, self.registry, int(t * 1000), verifier=self.verifier,
+                      max_future_ms=self.config.max_future_ms, pool=self.verify_pool)
 
     # ---------------------------------------------------------------- reading
 

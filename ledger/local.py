@@ -36,11 +36,8 @@ def sync_pair(a: Ledger, b: Ledger, now: float, *, cut_after: int | None = None,
               a_name: str = "a", b_name: str = "b") -> PairResult:
     """Run a full session between `a` (initiator) and `b`; SyncError is returned, not raised.
     `config` applies to both sides unless `responder_config` is given for `b`."""
-    sa = SyncSession(a.store, a.registry, initiator=True, peer=b_name, now=now, config=config,
-                     verifier=a.verify_cache.verify)
-    sb = SyncSession(b.store, b.registry, initiator=False, peer=a_name, now=now,
-                     config=responder_config or config,
-                     verifier=b.verify_cache.verify)
+    sa = a.sync_session(initiator=True, peer=b_name, now=now, config=config)
+    sb = b.sync_session(initiator=False, peer=a_name, now=now, config=responder_config or config)
     message: bytes | None = sa.start(now)
     sent = 1
     receiver, sender = sb, sa

@@ -102,9 +102,8 @@ class LedgerMeshHost:
     async def sync_peer(self, peer: bytes) -> SyncStats:
         """Sync with a neighbour (initiator). Raises `SyncError` when either side cut it."""
         stream_id, endpoint = self._open(peer)
-        session = SyncSession(self.ledger.store, self.ledger.registry, initiator=True,
-                              peer=peer.hex(), now=time.time(), config=self.sync_config,
-                              verifier=self.ledger.verify_cache.verify)
+        session = self.ledger.sync_session(initiator=True, peer=peer.hex(), now=time.time(),
+                                           config=self.sync_config)
         try:
             endpoint.write(p.frame(p.F_SYNC, session.start(time.time())))
             await self._converse(session, endpoint)
@@ -116,9 +115,8 @@ class LedgerMeshHost:
 
     async def _serve(self, source: bytes, stream_id: bytes, endpoint: StreamEndpoint) -> None:
         self.counters["served"] += 1
-        session = SyncSession(self.ledger.store, self.ledger.registry, initiator=False,
-                              peer=source.hex(), now=time.time(), config=self.sync_config,
-                              verifier=self.ledger.verify_cache.verify)
+        session = self.ledger.sync_session(initiator=False, peer=source.hex(),
+                                           now=time.time(), config=self.sync_config)
         try:
             await self._converse(session, endpoint)
             await self._settle(endpoint)

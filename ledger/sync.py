@@ -33,6 +33,7 @@ protocol is cut: the session fails with `SyncError`, the reason goes to the stor
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -128,7 +129,9 @@ class SyncSession:
     def __init__(self, store: SyncStore, registry: TxRegistry, *, initiator: bool, peer: str,
                  now: float, config: SyncConfig | None = None,
                  verifier: Verifier = ed25519_verify,
-                 on_blocks: Callable[[int], None] | None = None) -> None:
+                 on_blocks: Callable[[int], None] | None = None,
+                 pool: Executor | None = None) -> None:
+        """`pool`: where to verify received blocks' signatures (`ledger.ingest.ingest`)."""
         self.store = store
         self.registry = registry
         self.initiator = initiator
@@ -136,6 +139,7 @@ class SyncSession:
         self.config = config or SyncConfig()
         self.verifier = verifier
         self.on_blocks = on_blocks
+        self.pool = pool
         self.index = ReconIndex(store.heads())
         self.state = "running"
         self.error: SyncError | None = None
@@ -255,7 +259,8 @@ class SyncSession:
             raise SyncError("bounds", f"over {self.config.max_session_bytes} bytes this session")
         try:
             result = ingest(self.store, raws, self.registry, int(now * 1000),
-                            verifier=self.verifier, max_future_ms=self.config.max_future_ms)
+                            verifier=self.verifier, max_future_ms=self.config.max_future_ms,
+                            pool=self.pool)
         except BlockError as exc:
             raise SyncError("invalid_block", str(exc)) from exc
         got = sum(len(r) for r in raws)

@@ -35,6 +35,14 @@ def check_block(block: Block, head: FeedHead | None, now_ms: int, *,
                 max_future_ms: int = MAX_FUTURE_MS,
                 verifier: Verifier = ed25519_verify) -> None:
     """Raise `BlockError` unless `block` validly extends `head` (None: the feed is new to us)."""
+    check_link(block, head, now_ms, max_future_ms=max_future_ms)
+    if not verifier(block.author, block.signature, block.signing_bytes()):
+        raise BlockError("signature", f"bad signature at height {block.height}")
+
+
+def check_link(block: Block, head: FeedHead | None, now_ms: int, *,
+               max_future_ms: int = MAX_FUTURE_MS) -> None:
+    """Every check of `check_block` but the signature (for callers that verify in batches)."""
     if head is None:
         if block.height != 0:
             raise BlockError("gap", f"height {block.height} of an unknown feed (expected 0)")
@@ -53,8 +61,6 @@ def check_block(block: Block, head: FeedHead | None, now_ms: int, *,
         raise BlockError("time", f"timestamp {block.timestamp_ms - now_ms} ms in the future")
     if block.size > MAX_BLOCK_BYTES:
         raise BlockError("size", f"{block.size} bytes")
-    if not verifier(block.author, block.signature, block.signing_bytes()):
-        raise BlockError("signature", f"bad signature at height {block.height}")
 
 
 def head_of(block: Block) -> FeedHead:

@@ -20,7 +20,7 @@ from ledger.backhaul.exchange import exchange_sync
 from ledger.checkpoint import Checkpoint, decode_checkpoint, verify_proofs
 from ledger.errors import AuthError, CheckpointError
 from ledger.ledger import Ledger
-from ledger.sync import SyncConfig, SyncSession, SyncStats
+from ledger.sync import SyncConfig, SyncStats
 from mesh.identity import verify as ed25519_verify
 
 
@@ -105,9 +105,8 @@ async def sync_over(ledger: Ledger, reader: asyncio.StreamReader, writer: FrameW
                 or not ed25519_verify(server_key, ok[0], p.ok_message(nonce, ledger.author))):
             raise AuthError("the backhaul did not prove its key")
         now = time.time()
-        session = SyncSession(ledger.store, ledger.registry, initiator=True,
-                              peer="backhaul:" + server_key.hex(), now=now, config=config,
-                              verifier=ledger.verify_cache.verify)
+        session = ledger.sync_session(initiator=True, peer="backhaul:" + server_key.hex(),
+                                      now=now, config=config)
         writer.write(p.frame(p.F_SYNC, session.start(now)))
         await exchange_sync(session, lambda: _read(reader, timeout), writer.write, writer.drain)
         kind, payload = await _read(reader, timeout)

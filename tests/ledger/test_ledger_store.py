@@ -223,3 +223,28 @@ def test_a_forged_proof_cuts_the_peer(make_ledger: MakeLedger) -> None:
     with pytest.raises(SyncError) as info:
         session.receive(message, NOW)
     assert info.value.reason == "invalid_proof" and not c.store.flagged()
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_blocks_before_a_bad_signature_are_stored_with_or_without_a_pool(
+        make_ledger: MakeLedger, threads: int) -> None:
+    """Verification in a pool (in chunks, beside the decoding) stores exactly what inline
+    verification stores: every block before the first bad signature, nothing after it."""
+    author = Identity.from_seed(b"\x05" * 32)
+    chain: list[Block] = []
+    prev = bytes(32)
+    for h in range(150):  # more than two chunks of VERIFY_CHUNK
+        chain.append(Block.create(author, h, prev, int(NOW * 1000), (left(h),)))
+        prev = chain[-1].hash
+    raws = [b.raw for b in chain]
+    raws[100] = raws[100][:-1] + bytes([raws[100][-1] ^ 1])  # flip a signature bit
+    led = make_ledger("p", 1, verify_threads=threads)
+    with pytest.raises(BlockError) as info:
+        led.receive_blocks(raws, NOW)
+    assert info.value.reason == "signature" and "height 100" in str(info.value)
+    assert led.store.head(author.public_key).height == 99  # type: ignore[union-attr]
+    result = led.receive_blocks([b.raw for b in chain[100:]], NOW)
+    assert len(result.stored) == 50 and led.verify(NOW).ok
+    other = make_ledger("q", 2, verify_threads=threads)
+    assert sync_pair(other, led, NOW).error is None
+    assert other.store.head(author.public_key) == led.store.head(author.public_key)
