@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.modules.charging.ocpi import parse_tariff
+from agent.modules.charging.ocpi import Tariff, parse_tariff
 from agent.modules.charging.tariff import price_session
 from agent.modules.charging.vehicle import ChargeSegment
 
@@ -14,7 +14,7 @@ MONDAY_10 = datetime(2024, 6, 3, 10, 0)
 SATURDAY_10 = datetime(2024, 6, 8, 10, 0)
 
 
-def tariff(elements: list[dict], **extra: object) -> object:
+def tariff(elements: list[dict], **extra: object) -> Tariff:
     return parse_tariff({"id": "t", "currency": "EUR", "elements": elements, **extra})
 
 

@@ -58,7 +58,7 @@ def deliver(coord: Coordinator, ends: dict[str, VehicleEndpoint], now: float,
 
 
 def events(coord: Coordinator) -> list[object]:
-    out = []
+    out: list[object] = []
     while (ev := coord.next_event()) is not None:
         out.append(ev)
     return out
@@ -166,10 +166,10 @@ def test_decoder_raises_only_its_own_error_on_mangled_input() -> None:
     samples = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
                for _ in range(300)]
     for _ in range(300):
-        data = bytearray(good)
+        mangled = bytearray(good)
         for _ in range(rng.randrange(1, 4)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        samples.append(bytes(data))
+            mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+        samples.append(bytes(mangled))
     samples += [good[:k] for k in range(len(good))]
     accepted = 0
     for data in samples:
