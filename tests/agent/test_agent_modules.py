@@ -17,7 +17,7 @@ from sim_radio.medium_protocol import FrameIn, FrameOut, Join, Welcome, decode, 
 from agent.app import Agent
 from agent.cli import main
 from agent.config import InterchangeSection, parse_config
-from agent.control import CommandError, request
+from agent.control import CommandError, ControlError, request
 from agent.logs import NodeLogger
 from agent.module_host import (
     PLAN_PREFIX,
@@ -195,7 +195,7 @@ async def test_charging_session_start_stop_recorded(tmp_path: Path) -> None:
             main, ["charging", "session", "start", "--location", "LOC1", "--connector", "ccs",
                    "--planned-wh", "20000", "--socket", sock])
         assert started == 0
-        with pytest.raises(Exception, match="already has a session"):
+        with pytest.raises(ControlError, match="already has a session"):
             await asyncio.to_thread(request, sock, "charging_session", action="start",
                                     location="LOC1", connector="ccs")
         listed = await asyncio.to_thread(request, sock, "charging_session", action="list")
