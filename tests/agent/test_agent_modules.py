@@ -187,6 +187,34 @@ async def test_plan_acked_declined_replanned_and_recorded(tmp_path: Path) -> Non
     assert declined["reason"] == "unavailable" and declined["coordinator"] == coord.node_id
 
 
+async def test_silent_vehicle_times_out_on_the_agent_timer(tmp_path: Path) -> None:
+    coord, ev1, ev2 = identities()
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(SCENARIO)
+    agents, transport = await start(tmp_path, [
+        {"vehicle_keys": [f"ev1={ev1.public_key.hex()}", f"ev2={ev2.public_key.hex()}"],
+         "retry_s": 0.3, "retries": 1},
+        {"vehicle_id": "ev1", "coordinator_keys": [coord.public_key.hex()]},
+        {},  # not a vehicle: it ignores plans, so ev2 never answers
+    ])
+    try:
+        await wait_for(lambda: all(a.node is not None and len(a.node.neighbours()) == 2
+                                   for a in agents))
+        host = agents[0].modules
+        assert host is not None
+        await host._cmd_send({"scenario": str(scenario)})
+        await wait_for(lambda: host.status()["coordinator"]["state"] == "settled")
+        state = host.status()["coordinator"]
+        assert state["answers"] == {"ev1": "ack", "ev2": "decline:timeout"}
+        assert state["counters"]["resent"] >= 1
+        assert agents[2].modules is not None
+        assert agents[2].modules.counters["plan_not_a_vehicle"] >= 2
+    finally:
+        for agent in agents:
+            await agent.stop()
+        transport.close()
+
+
 async def test_charging_session_start_stop_recorded(tmp_path: Path) -> None:
     agents, transport = await start(tmp_path, [{"vehicle_id": "ev1"}, {}, {}])
     sock = str(tmp_path / "n0" / "c.sock")
