@@ -35,6 +35,7 @@ from mesh.frames import (
     F_GRATUITOUS,
     F_UNKNOWN_SEQ,
     HASH_LEN,
+    KIND_OF,
     NO_GATEWAY,
     SIGNING_PREFIX,
     T_HELLO,
@@ -72,6 +73,9 @@ from mesh.seal import Sealer, SealError
 from mesh.tables import INF, GatewayInfo, Neighbour, NeighbourInfo, Route, RouteInfo
 
 __all__ = ["BACKHAUL", "MeshNode", "PayloadTooLarge", "Transmit"]
+
+_RX_KEY = {frame_type: "rx_" + kind for frame_type, kind in KIND_OF.items()}
+"""Receive counters by control frame type (built once: receive is the hot path)."""
 
 
 class PayloadTooLarge(ValueError):
@@ -227,8 +231,9 @@ class MeshNode:
 
     def receive(self, data: bytes, iface: str, link_src: Hashable, now: float) -> None:
         """Handle bytes heard on `iface` from `link_src`. Never raises on bad input."""
-        self.stats["rx_frames"] += 1
-        self.stats["rx_bytes"] += len(data)
+        stats = self.stats
+        stats["rx_frames"] += 1
+        stats["rx_bytes"] += len(data)
         if iface not in self.interfaces:
             self._drop("unknown_iface")
             return
@@ -256,11 +261,12 @@ class MeshNode:
         if frame.sender == self.id:
             self._drop("own_frame")
             return
-        self.stats["rx_" + frame.kind] += 1
-        if isinstance(frame, Data):
-            self._on_data(frame, now)
-        else:
+        if isinstance(frame, Control):
+            stats[_RX_KEY[frame.type]] += 1
             self._on_control(frame, iface, link_src, now)
+        else:
+            stats["rx_data"] += 1
+            self._on_data(frame, now)
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
@@ -472,7 +478,7 @@ class MeshNode:
             missed = min(max(body.hello_no - nb.last_hello_no - 1, 0), 16)
             keep = 1.0 - cfg.link_quality_alpha
             nb.quality = nb.quality * keep ** (missed + 1) + cfg.link_quality_alpha
-            if body.line != nb.line:
+            if body.line is not nb.line and body.line != nb.line:
                 self._events.append(ev.NeighbourLineChanged(origin, nb.line, body.line, now))
             nb.iface, nb.link, nb.line = iface, link, body.line
             nb.last_heard, nb.hello_interval_s = now, interval
@@ -480,16 +486,31 @@ class MeshNode:
         nb.gateway_hops = body.gateway_hops
         if body.echo is not None and body.echo[0] == self.id:
             self._on_echo(origin, body.echo[1], body.echo[2], now)
-        self._update_route(origin, origin, 1, 0, False, cfg.allowed_hello_loss * interval, now,
-                           body.line if body.line.is_gateway else None)
+        line = body.line
+        line_gateway = line.is_gateway
+        lifetime = cfg.allowed_hello_loss * interval
+        route = self._routes.get(origin)
+        if route is not None and route.valid and route.hops == 1 and route.next_hop == origin:
+            # What _update_route does for a valid direct route (no sequence number to weigh).
+            expiry = now + lifetime
+            if expiry > route.expiry:
+                route.expiry = expiry
+            if line_gateway:
+                route.gateway_line = line
+        else:
+            self._update_route(origin, origin, 1, 0, False, lifetime, now,
+                               line if line_gateway else None)
         was_gateway = origin in self._gateways
-        if body.line.is_gateway:
-            self._gateways[origin] = body.line
-            if not was_gateway or self._gateway is None:
+        own_gateway = self._line.is_gateway
+        if line_gateway:
+            self._gateways[origin] = line
+            # A gateway itself never selects one (_reselect_gateway would do nothing).
+            if (not was_gateway or self._gateway is None) and not (
+                    own_gateway and self._gateway is None):
                 self._reselect_gateway(now, "gateway neighbour")
         elif was_gateway:
             self._lose_gateway(origin, now)
-        if body.gateway_hops != NO_GATEWAY and not self._line.is_gateway:
+        if body.gateway_hops != NO_GATEWAY and not own_gateway:
             self._gateway_hint(body.gateway_hops + 1, now)
         if triggered:
             self._send_hello(now)

@@ -23,6 +23,7 @@ class ReplayGuard:
     def __init__(self, window: int = 256, capacity: int = 4096) -> None:
         self.window = window
         self.capacity = capacity
+        self._mask = (1 << window) - 1
         self._state: OrderedDict[bytes, tuple[int, int]] = OrderedDict()  # highest, bitmap
 
     def check(self, origin: bytes, counter: int) -> Freshness:
@@ -45,9 +46,8 @@ class ReplayGuard:
                 self._state.popitem(last=False)
             return
         highest, bitmap = state
-        mask = (1 << self.window) - 1
         if counter > highest:
-            bitmap = ((bitmap << (counter - highest)) | 1) & mask
+            bitmap = ((bitmap << (counter - highest)) | 1) & self._mask
             highest = counter
         else:
             bitmap |= 1 << (highest - counter)

@@ -122,18 +122,13 @@ class Channel:
         if self.contention and self.active:
             x, y = self.sim.position(i, now)
             heard_by = now - SLOT_S
-            busy_until = 0.0
+            busy_until = now  # a frame ending now (its _end not yet run) does not count
             cs2 = self.cs2
-            alive = []
             for air in self.active:
-                if air.end <= now:
-                    continue
-                alive.append(air)
                 if air.start <= heard_by and air.end > busy_until:
                     dx, dy = air.x - x, air.y - y
                     if dx * dx + dy * dy <= cs2:
                         busy_until = air.end
-            self.active = alive
             if busy_until > now:
                 self.sim.metrics.mac["deferrals"] += 1
                 self.sim.clock.at(busy_until + self._backoff(i), PRIO_RADIO, self._attempt, i)
@@ -202,6 +197,8 @@ class Channel:
         tx = air.tx
         dst = tx.link_dst
         name = self.name
+        if self.contention:
+            self.active.remove(air)
         if dst is None:
             deliver = sim.deliver
             for j, ok in zip(air.receivers, air.ok, strict=True):
