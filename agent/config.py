@@ -269,6 +269,9 @@ class AgentConfig:
     ledger: LedgerSection = field(default_factory=LedgerSection)
     backhaul: BackhaulSection = field(default_factory=BackhaulSection)
     interchange: InterchangeSection = field(default_factory=InterchangeSection)
+    mesh_keys: frozenset[str] = frozenset()
+    """The [mesh] keys the file sets, so that defaults that depend on the links (see
+    `Agent.mesh_config`) never override a value written down."""
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -403,7 +406,8 @@ def parse_config(data: dict[str, Any]) -> AgentConfig:
         else:
             known = ", ".join(sorted([*SECTIONS, *LIST_SECTIONS]))
             raise ConfigError(section, f"unknown section (known: {known})")
-    config = AgentConfig(**values)
+    mesh = data.get("mesh")
+    config = AgentConfig(**values, mesh_keys=frozenset(mesh if isinstance(mesh, dict) else ()))
     names = [u.iface for u in config.udp]
     if config.sim.enabled:
         names.append(config.sim.name)

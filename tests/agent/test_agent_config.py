@@ -87,3 +87,20 @@ def test_every_key_is_documented_with_its_default() -> None:
         for f in dataclasses.fields(cls):
             pattern = rf"`{re.escape(section)}\.{re.escape(f.name)}`"
             assert re.search(pattern, doc), f"{section}.{f.name} is not in docs/agent.md"
+
+
+@pytest.mark.parametrize(("data", "floor"), [
+    ({"udp": [{"interface": "eth0"}]}, 0.002),  # IP links: ring waits follow measured hops
+    ({"wifi_direct": {"enabled": True}}, 0.002),
+    ({"udp": [{"interface": "eth0"}], "mesh": {"min_node_traversal_s": 0.01}}, 0.01),
+    ({"udp": [{"interface": "eth0"}], "ble": {"enabled": True}}, 0.040),  # RFC timing
+    ({"sim": {"enabled": True}}, 0.040),
+])
+def test_hop_time_floor_depends_on_the_links(data: dict[str, object], floor: float) -> None:
+    from agent.app import Agent
+    from mesh.identity import Identity
+
+    config = parse_config(data)
+    assert Agent(config, Identity.from_seed(b"\x07" * 32)).mesh_config().min_node_traversal_s \
+        == floor
+    assert parse_config(data).mesh == config.mesh  # the parsed section itself is untouched
