@@ -210,7 +210,7 @@ class Agent:
         self.start_wall = time.time()
         self.state.load()
         for udp in self.config.udp:
-            self.links[udp.iface] = await open_udp_link(udp, self._deliver)
+            self.links[udp.iface] = await open_udp_link(udp, self._deliver, self._held)
         profiles = self.profiles()
         if self.config.sim.enabled:
             from agent.transports.sim import open_sim_link
@@ -466,6 +466,10 @@ class Agent:
     def _deliver(self, data: bytes, iface: str, link_src: Hashable) -> None:
         if self.driver is not None:  # frames heard while the core is being built are lost
             self.driver.datagram_received(data, iface, link_src)
+
+    def _held(self) -> contextlib.AbstractContextManager[object]:
+        """A burst of frames from one link: the core's output is flushed once, at the end."""
+        return self.driver.held() if self.driver is not None else contextlib.nullcontext()
 
     def _link_error(self, iface: str, exc: BaseException) -> None:
         self.log.debug("link_error", iface=iface, error=str(exc))

@@ -9,7 +9,8 @@ callback clamps `now = max(deadline, loop.time())` so the core never sees an ear
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+import contextlib
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Protocol
 
 from agent.transports import TransportError
@@ -54,6 +55,7 @@ class CoreDriver:
         self._deadline: float | None = None
         self._flushing = False
         self._again = False
+        self._held = 0
         self.closed = False
 
     def now(self) -> float:
@@ -87,12 +89,26 @@ class CoreDriver:
         self.core.handle_timer(now)
         self.flush()
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Inputs inside the block are flushed once, at its end (a burst of datagrams)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held:
+                self.flush()
+
     def flush(self) -> None:
         """Send what the core wants sent, deliver its events, re-arm the timer.
 
         Listeners may call back into the core (a ping reply sends data); such calls flush
-        again after this pass instead of recursing.
+        again after this pass instead of recursing. Inside `held()` the flush waits for the
+        end of the block.
         """
+        if self._held:
+            return
         if self._flushing:
             self._again = True
             return

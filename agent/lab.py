@@ -141,6 +141,12 @@ class Lab:
             host.ifaces.append(inner)
         return br
 
+    def set_mtu(self, a: str, b: str, mtu: int) -> None:
+        """Set the IP MTU of both ends of the a-b veth (veth takes up to 65535)."""
+        ia, ib = self.links[(a, b)]
+        self.exec(a, "ip", "link", "set", ia, "mtu", str(mtu))
+        self.exec(b, "ip", "link", "set", ib, "mtu", str(mtu))
+
     def set_link(self, a: str, b: str, up: bool) -> None:
         """Cut (or restore) the a-b veth: `ip link set down` on a's side."""
         ia, _ = self.links[(a, b)]
@@ -172,12 +178,13 @@ class Lab:
     def config_text(self, host: Host, *, hello_s: float = 1.0, line: str = "down",
                     discovery: bool = False, metrics_port: int = 0,
                     family: str = "ipv4", mesh: dict[str, Any] | None = None,
-                    line_interval_s: float = 0.1,
+                    line_interval_s: float = 0.1, udp_mtu: int | None = None,
                     extra: str = "") -> str:
         host.socket = str(host.dir / "control.sock")
         host.line_file = str(host.dir / "line")
         Path(host.line_file).write_text(line)
-        udp = "".join(f'[[udp]]\ninterface = "{i}"\nfamily = "{family}"\n\n'
+        mtu = f"mtu = {udp_mtu}\n" if udp_mtu else ""
+        udp = "".join(f'[[udp]]\ninterface = "{i}"\nfamily = "{family}"\n{mtu}\n'
                       for i in host.ifaces)
         mesh_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (mesh or {}).items())
         metrics = (f"[metrics]\nenabled = true\nport = {metrics_port}\n\n"

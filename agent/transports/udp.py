@@ -5,16 +5,22 @@ interface (SO_BINDTODEVICE), which needs no subnet configuration on a Wi-Fi Dire
 an ad hoc cell. IPv6 uses link-local addresses and a link-local multicast group joined on the
 interface only. Link addresses handed to the core are `(ip, port)`; for IPv6 the scope is
 the interface, so it is stripped on the way in and added on the way out.
-The protocol class only translates: datagram -> `driver.datagram_received`, and the
-driver's `send(link_dst, data)` -> `sendto`.
+The link only translates: datagram -> `deliver`, and the driver's `send(link_dst, data)` ->
+`sendto`. It reads the socket itself (`loop.add_reader`) rather than through asyncio's
+datagram transport, which takes one datagram per pass of the event loop: under load that
+pass (select, callbacks, the driver's flush) cost about as much as forwarding the frame.
+Here each wake-up drains up to RX_BATCH datagrams, inside `batch()` (the driver's `held()`)
+so that the core's output is flushed once per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, cast
 
@@ -27,6 +33,13 @@ __all__ = ["TransportError", "UdpLink", "open_udp_link"]
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LINK_LOCAL_WAIT_S = 10.0
+RX_BATCH = 64
+"""Datagrams read per wake-up at most, so that one busy link cannot starve the loop."""
+TX_QUEUE = 1024
+"""Datagrams held while the socket's send buffer is full; beyond that they are dropped."""
+MAX_DATAGRAM = 65535
+Batch = Callable[[], contextlib.AbstractContextManager[object]]
+"""Wraps a burst of deliveries (the driver's `held`)."""
 
 
 def interface_addresses(name: str) -> tuple[list[str], list[str]]:
@@ -71,29 +84,50 @@ def open_udp_socket(section: UdpSection) -> socket.socket:
     return sock
 
 
-class UdpLink(asyncio.DatagramProtocol):
+class UdpLink:
     """One UDP socket on one interface, as one link of the mesh core."""
 
     def __init__(self, section: UdpSection,
-                 deliver: Callable[[bytes, str, Hashable], None]) -> None:
+                 deliver: Callable[[bytes, str, Hashable], None],
+                 batch: Batch | None = None) -> None:
         self.section = section
         self.iface = section.iface
         self.deliver = deliver
+        self.batch = batch or contextlib.nullcontext
         self.ifindex = socket.if_nametoindex(section.interface)
         v4, v6 = interface_addresses(section.interface)
         self.own = set(v4 if section.family == "ipv4" else v6)
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[tuple[bytes, tuple[Any, ...]]] = deque()
         self.rx = 0
         self.tx = 0
         self.rx_own = 0
         self.errors = 0
+        self.tx_dropped = 0
         if section.family == "ipv4":
             self.all_dst: tuple[Any, ...] = ("255.255.255.255", section.port)
         else:
             self.all_dst = (section.group, section.port, 0, self.ifindex)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def attach(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock, self.loop = sock, loop
+        loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        with self.batch():
+            for _ in range(RX_BATCH):
+                try:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # an ICMP error queued on the socket: like error_received
+                    self.errors += 1
+                    continue
+                self.datagram_received(data, addr)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         host = addr[0].split("%", 1)[0]
@@ -103,11 +137,8 @@ class UdpLink(asyncio.DatagramProtocol):
         self.rx += 1
         self.deliver(data, self.iface, (host, addr[1]))
 
-    def error_received(self, exc: Exception) -> None:
-        self.errors += 1
-
     def send(self, link_dst: Hashable | None, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self.sock is None:
             return
         if link_dst is None:
             dst = self.all_dst
@@ -115,11 +146,45 @@ class UdpLink(asyncio.DatagramProtocol):
             host, port = cast(tuple[str, int], link_dst)
             dst = (host, port) if self.section.family == "ipv4" else (host, port, 0, self.ifindex)
         self.tx += 1
-        self.transport.sendto(data, dst)
+        if self._queue:
+            self._enqueue(data, dst)
+            return
+        try:
+            self.sock.sendto(data, dst)
+        except (BlockingIOError, InterruptedError):
+            self._enqueue(data, dst)
+            assert self.loop is not None
+            self.loop.add_writer(self.sock.fileno(), self._write_ready)
+        except OSError:  # unreachable, no route, ...: a lost frame, as on the air
+            self.errors += 1
+
+    def _enqueue(self, data: bytes, dst: tuple[Any, ...]) -> None:
+        if len(self._queue) >= TX_QUEUE:
+            self.tx_dropped += 1
+            return
+        self._queue.append((data, dst))
+
+    def _write_ready(self) -> None:
+        assert self.sock is not None and self.loop is not None
+        while self._queue:
+            data, dst = self._queue[0]
+            try:
+                self.sock.sendto(data, dst)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.errors += 1
+            self._queue.popleft()
+        self.loop.remove_writer(self.sock.fileno())
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        sock, self.sock = self.sock, None
+        if sock is not None and self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(sock.fileno())
+            self.loop.remove_writer(sock.fileno())
+        self._queue.clear()
+        if sock is not None:
+            sock.close()
 
 
 async def wait_link_local(interface: str, timeout_s: float) -> None:
@@ -138,12 +203,12 @@ async def wait_link_local(interface: str, timeout_s: float) -> None:
 
 
 async def open_udp_link(section: UdpSection,
-                        deliver: Callable[[bytes, str, Hashable], None]) -> UdpLink:
-    """Open the socket and attach a UdpLink protocol to it."""
+                        deliver: Callable[[bytes, str, Hashable], None],
+                        batch: Batch | None = None) -> UdpLink:
+    """Open the socket and start reading it; `batch()` wraps each burst of deliveries."""
     if section.family == "ipv6":
         await wait_link_local(section.interface, LINK_LOCAL_WAIT_S)
     sock = open_udp_socket(section)
-    loop = asyncio.get_running_loop()
-    link = UdpLink(section, deliver)
-    await loop.create_datagram_endpoint(lambda: link, sock=sock)
+    link = UdpLink(section, deliver, batch)
+    link.attach(sock, asyncio.get_running_loop())
     return link

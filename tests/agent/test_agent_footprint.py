@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -97,3 +99,97 @@ def test_settle_freezes_start_up_objects_and_trims_the_heap() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["True", "True"]  # glibc here: malloc_trim exists
+
+
+async def test_udp_link_drains_a_burst_in_one_batch() -> None:
+    import asyncio
+    import contextlib
+    import socket
+    from collections.abc import Iterator
+
+    from agent.config import UdpSection
+    from agent.transports.udp import open_udp_link
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    got: list[tuple[bytes, Hashable]] = []
+    batches: list[int] = []
+
+    @contextlib.contextmanager
+    def batch() -> Iterator[None]:
+        before = len(got)
+        yield
+        batches.append(len(got) - before)
+
+    link = await open_udp_link(UdpSection(interface="lo", port=port),
+                               lambda data, iface, src: got.append((data, src)), batch)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(10):  # all queued before the loop runs the reader
+            sender.sendto(bytes([i]), ("127.0.0.1", port))
+        for _ in range(200):
+            if len(got) == 10:
+                break
+            await asyncio.sleep(0.01)
+        assert [d for d, _ in got] == [bytes([i]) for i in range(10)]
+        assert batches[0] == 10
+        link.send(("127.0.0.1", sender.getsockname()[1]), b"back")
+        assert sender.recv(16) == b"back"
+    finally:
+        sender.close()
+        link.close()
+    assert link.sock is None
+
+
+def test_driver_flushes_once_at_the_end_of_a_held_block() -> None:
+    import asyncio
+
+    from agent.driver import CoreDriver
+
+    class Core:
+        def __init__(self) -> None:
+            self.out: list[Any] = []
+            self.received = 0
+
+        def receive(self, data: bytes, iface: str, link_src: Hashable, now: float) -> None:
+            self.received += 1
+            self.out.append(Tx("l", None, data))
+
+        def datagrams_to_send(self) -> list[Any]:
+            out, self.out = self.out, []
+            return out
+
+        def next_event(self) -> None:
+            return None
+
+        def get_timer(self) -> None:
+            return None
+
+    class Tx(NamedTuple):
+        iface: str
+        link_dst: Hashable | None
+        data: bytes
+
+    class Link:
+        def __init__(self) -> None:
+            self.sent: list[tuple[int, bytes]] = []
+
+        def send(self, link_dst: Hashable | None, data: bytes) -> None:
+            self.sent.append((core.received, data))
+
+    loop = asyncio.new_event_loop()
+    try:
+        core, link = Core(), Link()
+        driver = CoreDriver(core, loop)  # type: ignore[arg-type]
+        driver.add_link("l", link)
+        with driver.held():
+            for i in range(3):
+                driver.datagram_received(bytes([i]), "l", None)
+            assert link.sent == []
+        assert link.sent == [(3, b"\x00"), (3, b"\x01"), (3, b"\x02")]
+        driver.datagram_received(b"x", "l", None)  # outside a block: at once
+        assert link.sent[-1] == (4, b"x")
+    finally:
+        loop.close()
