@@ -106,7 +106,7 @@ class Hello:
             node, echoed_no, held_us = _exact(echo, 3)
             parsed_echo = (_node(node), _u64(echoed_no), _uint(held_us, 600_000_000))
         return cls(_pk(pk), _u64(counter), _u64(hello_no), _uint(interval_ms, 600_000),
-                   LineStatus.from_wire(line), _uint(gateway_hops, NO_GATEWAY), parsed_echo)
+                   _line(line), _uint(gateway_hops, NO_GATEWAY), parsed_echo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +163,7 @@ class Rrep:
         return cls(_pk(pk), _u64(counter), _node(dest), _pk(dpk), _u64(dseq), _node(req),
                    _uint(life, 3_600_000), _uint(flags, 0xFF), _uint(first, 255),
                    _uint(max_hops, 255), _hash(top),
-                   None if line is None else LineStatus.from_wire(line))
+                   None if line is None else _line(line))
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +429,28 @@ def _bytes(value: Any, n: int, what: str) -> bytes:
 
 def _pk(value: Any) -> bytes:
     return _bytes(value, PUBLIC_KEY_LEN, "public key")
+
+
+_LINES: dict[tuple[int, int, int, int], LineStatus] = {}
+_LINES_MAX = 4096
+
+
+def _line(value: Any) -> LineStatus:
+    """LineStatus.from_wire, shared: equal lines decode to one object.
+
+    LineStatus is immutable, so a receiver can tell an unchanged line by identity instead
+    of comparing fields (every HELLO carries one).
+    """
+    if type(value) is list and len(value) == 4 and all(type(v) is int for v in value):
+        key = (value[0], value[1], value[2], value[3])
+        line = _LINES.get(key)
+        if line is None:
+            line = LineStatus.from_wire(value)
+            if len(_LINES) >= _LINES_MAX:
+                _LINES.clear()
+            _LINES[key] = line
+        return line
+    return LineStatus.from_wire(value)  # raises the precise error
 
 
 def _node(value: Any) -> bytes:
