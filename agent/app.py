@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.blast import BLAST_PREFIX, Blast
 from agent.config import AgentConfig, ConfigError
 from agent.control import CommandError, ControlServer
 from agent.driver import CoreDriver
@@ -163,6 +164,7 @@ class Agent:
         self.backhaul: BackhaulSync | None = None
         self.peer_sync: PeerSync | None = None
         self.modules: ModuleHost | None = None
+        self.blast: Blast | None = None
 
     # ----------------------------------------------------------------- life cycle
 
@@ -505,6 +507,9 @@ class Agent:
         if isinstance(event, ev.DataReceived) and event.payload.startswith((PING, PONG)):
             self._on_ping(event)
             return
+        if (isinstance(event, ev.DataReceived) and event.payload.startswith(BLAST_PREFIX)
+                and self._blast().on_payload(event.source, event.payload)):
+            return
         # Per-packet events go to debug: at info they would flood journald under load.
         level = logging.DEBUG if isinstance(event, PER_PACKET) else logging.INFO
         self.log.event(event_name(event), level, **event_fields(event))
@@ -654,23 +659,21 @@ class Agent:
         return {"rtt_ms": rtts}
 
     async def _cmd_blast(self, req: dict[str, Any]) -> Any:
-        """Send `count` payloads of `size` bytes back to back (throughput measurements)."""
+        """Send `count` payloads of `size` bytes (throughput measurements; agent/blast.py)."""
         assert self.driver is not None and self.node is not None
         dest = parse_dest(req.get("dest"))
         count = _int_arg(req, "count", 100, 1, 1_000_000)
         size = _int_arg(req, "size", 1000, 1, self.node.config.max_payload_bytes)
         batch = _int_arg(req, "batch", 32, 1, 4096)
         rate = float(req.get("rate_mb_s", 0.0))  # 0: as fast as the loop goes
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        payload = bytes(size)
-        for i in range(count):
-            self.driver.send_data(dest, payload)
-            if i % batch == batch - 1:
-                ahead = (i + 1) * size / (rate * 1e6) - (loop.time() - start) if rate else 0
-                await asyncio.sleep(max(0.0, ahead))
-        return {"sent": count, "bytes": count * size,
-                "seconds": round(loop.time() - start, 6)}
+        window = _int_arg(req, "window", 0, 0, 65536)  # 0: no flow control
+        return await self._blast().run(dest, count, size, batch, rate, window)
+
+    def _blast(self) -> Blast:
+        assert self.driver is not None
+        if self.blast is None:
+            self.blast = Blast(self.driver.send_data, self.driver.loop)
+        return self.blast
 
     async def _cmd_ledger(self, req: dict[str, Any]) -> Any:
         """This node's ledger: its own height and the height of each feed it holds."""
@@ -684,6 +687,8 @@ class Agent:
     async def _cmd_rx_reset(self, req: dict[str, Any]) -> Any:
         """Zero the application receive counters (start of a throughput run)."""
         self.app_rx = {"packets": 0, "bytes": 0, "first": 0.0, "last": 0.0}
+        if self.blast is not None:
+            self.blast.reset()
         return {"reset": True}
 
     async def _cmd_sync(self, req: dict[str, Any]) -> Any:

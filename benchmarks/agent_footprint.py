@@ -28,6 +28,8 @@ from typing import Any
 from agent.lab import Lab, lab_available
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+WINDOW = 128
+"""Payloads in flight at most in the flow-controlled runs (acknowledged every 16)."""
 
 
 def rss_mb(pid: int) -> float:
@@ -96,11 +98,7 @@ def chain(count: int, size: int) -> dict[str, Any]:
                                        timeout=1.0)["rtt_ms"] if r is not None]
         rtt = statistics.median(rtts)
         burst = blast(lab, dest, 2000, size, 0.0)
-        sustained = {}
-        for rate in (40.0, 30.0, 20.0, 15.0, 10.0, 5.0):
-            sustained = blast(lab, dest, count, size, rate)
-            if sustained["delivered_ratio"] >= 0.99:
-                break
+        sustained = blast(lab, dest, count, size, 0.0, WINDOW)
         return {
             "route_discovery_4_hops_ms": round(first - rtt, 2) if first else None,
             "first_ping_4_hops_ms": first,
@@ -110,12 +108,43 @@ def chain(count: int, size: int) -> dict[str, Any]:
             "throughput_burst_4_hops_mb_s": burst["mb_s"],
             "throughput_burst_packets": 2000,
             "throughput_burst_delivered_ratio": burst["delivered_ratio"],
-            "throughput_sustained_4_hops_mb_s": sustained["mb_s"],
-            "throughput_sustained_offered_mb_s": sustained["offered_mb_s"],
-            "throughput_sustained_packets": count,
-            "throughput_sustained_delivered_ratio": sustained["delivered_ratio"],
+            "throughput_windowed_4_hops_mb_s": sustained["mb_s"],
+            "throughput_windowed_packets": count,
+            "throughput_windowed_delivered_ratio": sustained["delivered_ratio"],
+            "throughput_window_payloads": WINDOW,
             "throughput_payload_bytes": size,
+            "throughput_udp_mtu": 1400,
         }
+
+
+def chain_large(count: int, size: int, udp_mtu: int, veth_mtu: int) -> dict[str, Any]:
+    """Throughput over 4 hops with `size`-byte payloads in `udp_mtu`-byte datagrams on
+    veths of `veth_mtu` (below the datagram size the kernel fragments each into IP
+    fragments, as it would on Ethernet or Wi-Fi at 1500)."""
+    names = [f"L{i}" for i in range(5)]
+    mesh = {"max_payload_bytes": size, "max_frame_bytes": udp_mtu,
+            "max_reassembly_bytes": max(65536, 8 * udp_mtu)}
+    with Lab() as lab:
+        for name in names:
+            lab.add_host(name)
+        for a, b in itertools.pairwise(names):
+            lab.link(a, b)
+            lab.set_mtu(a, b, veth_mtu)
+        for name in names:
+            lab.start_agent(name, line="up", mesh=mesh, udp_mtu=udp_mtu)
+        lab.wait_ready()
+        for name, n in zip(names, [1, 2, 2, 2, 1], strict=True):
+            lab.wait_neighbours(name, n, timeout_s=15)
+        dest = lab.hosts["L4"].node_id
+        lab.request("L0", "ping", dest=dest, count=3, timeout=2.0)
+        burst = blast(lab, dest, count, size, 0.0, src="L0", dst="L4")
+        windowed = blast(lab, dest, count, size, 0.0, WINDOW, src="L0", dst="L4")
+        key = f"{size}b_udp_mtu_{udp_mtu}_veth_mtu_{veth_mtu}"
+        return {f"throughput_burst_4_hops_mb_s_{key}": burst["mb_s"],
+                f"throughput_burst_delivered_ratio_{key}": burst["delivered_ratio"],
+                f"throughput_windowed_4_hops_mb_s_{key}": windowed["mb_s"],
+                f"throughput_windowed_delivered_ratio_{key}": windowed["delivered_ratio"],
+                f"throughput_packets_{key}": count}
 
 
 def cold_route(lab: Lab, src: str, dest: str, settle_s: float = 8.0) -> float:
@@ -134,12 +163,15 @@ def cold_route(lab: Lab, src: str, dest: str, settle_s: float = 8.0) -> float:
     return float(lab.request(src, "status")["node_traversal_ms"])
 
 
-def blast(lab: Lab, dest: str, count: int, size: int, rate: float) -> dict[str, Any]:
-    """Send `count` payloads from C0 to C4 at `rate` MB/s (0: unpaced); goodput at C4."""
-    lab.request("C4", "rx_reset")
-    lab.request("C0", "blast", dest=dest, count=count, size=size, batch=16, rate_mb_s=rate)
+def blast(lab: Lab, dest: str, count: int, size: int, rate: float, window: int = 0,
+          src: str = "C0", dst: str = "C4") -> dict[str, Any]:
+    """Send `count` payloads from src to dst at `rate` MB/s (0: unpaced), with a
+    flow-control window of `window` payloads (0: none; agent/blast.py); goodput at dst."""
+    lab.request(dst, "rx_reset")
+    lab.request(src, "blast", dest=dest, count=count, size=size, batch=16, rate_mb_s=rate,
+                window=window)
     time.sleep(1.0)
-    after = lab.request("C4", "status")["app_rx"]
+    after = lab.request(dst, "status")["app_rx"]
     got = after["packets"]
     window = after["last"] - after["first"]
     return {"mb_s": round(got * size / window / 1e6, 3) if window > 0 else None,
@@ -216,6 +248,9 @@ def main() -> int:
     }
     result.update(idle(args.idle_s, args.neighbours))
     result.update(chain(args.count, args.size))
+    large = args.count // 4
+    result.update(chain_large(large, 8000, 9000, 1500))  # IP fragments on 1500-byte links
+    result.update(chain_large(large, 8000, 9000, 9000))  # jumbo frames (wired / veth)
     result.update(chain_flood_discovery())
     result.update(ring_repair())
     print(json.dumps(result, indent=2))

@@ -193,3 +193,45 @@ def test_driver_flushes_once_at_the_end_of_a_held_block() -> None:
         assert link.sent[-1] == (4, b"x")
     finally:
         loop.close()
+
+
+async def test_blast_window_keeps_at_most_window_payloads_unacknowledged() -> None:
+    import asyncio
+
+    from agent.blast import Blast
+
+    loop = asyncio.get_running_loop()
+    a, b = b"A" * 8, b"B" * 8
+    wire: list[tuple[bytes, bytes, bytes]] = []  # (from, to, payload), carried by hand
+    unacked: list[int] = []
+
+    def send_data(dest: bytes, payload: bytes) -> None:
+        wire.append((a, dest, payload))
+        sent.append(payload)
+        unacked.append(len(sent) - sender.acked[b])
+
+    sent: list[bytes] = []
+    sender = Blast(send_data, loop)
+    receiver = Blast(lambda dest, p: wire.append((b, dest, p)), loop)
+
+    async def carry() -> None:
+        while True:
+            await asyncio.sleep(0)
+            while wire:
+                src, dst, payload = wire.pop(0)
+                if dst == b:
+                    assert not receiver.on_payload(src, payload)
+                else:
+                    assert sender.on_payload(src, payload)  # an ack, not data
+
+    task = loop.create_task(carry())
+    try:
+        result = await sender.run(b, count=100, size=40, batch=64, rate_mb_s=0.0, window=32)
+        for _ in range(10):
+            await asyncio.sleep(0)
+    finally:
+        task.cancel()
+    assert result["sent"] == 100 and result["stalls"] == 0
+    assert receiver.received_from[a] == 100 and sender.acked[b] == 100  # the last is acked
+    assert all(len(p) == 40 for p in sent)
+    assert max(unacked) == 32  # the window filled, and never overflowed
