@@ -4,12 +4,16 @@ Measures (needs root, iproute2 and nftables):
 - idle agent: resident memory, CPU share over `--idle-s` seconds with several neighbours
   sending a HELLO every second, start-up time (launch -> control socket answers, and the
   agent's own start-up time from its log);
-- a chain of 5 hosts: route discovery time over 4 hops (first ping minus a steady round
-  trip), round trip over 4 hops (median), throughput of data over 4 hops;
+- a chain of 5 hosts: route discovery time over 4 hops on a cold route (first ping minus a
+  steady round trip), round trip over 4 hops (median), throughput of data over 4 hops with
+  1200-byte payloads, unpaced and with a flow-control window;
+- the same chain with 8000-byte payloads in 9000-byte datagrams, on 1500-byte veths (IP
+  fragmentation) and on 9000-byte (jumbo) veths;
 - a ring of 6 hosts: time to repair a route after a link silently stops carrying frames
   (an nftables drop on both ends, the interfaces stay up).
 
 Usage: sudo .venv/bin/python benchmarks/agent_footprint.py [--idle-s 60] [--quick]
+       sudo .venv/bin/python benchmarks/agent_footprint.py --idle-only --idle-s 600
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.lab import Lab, lab_available
+from agent.memory import SETTLE_AFTER_S
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WINDOW = 128
@@ -61,7 +66,9 @@ def idle(idle_s: float, neighbours: int) -> dict[str, Any]:
         lab.wait_neighbours("I0", neighbours, timeout_s=15)
         assert host.proc is not None
         pid = host.proc.pid
-        time.sleep(2.0)
+        # Idle means after start-up: mDNS announcing and the memory settle (agent/memory.py).
+        time.sleep(max(0.0, SETTLE_AFTER_S + 3.0 - (time.monotonic() - t0)))
+        rss0 = rss_mb(pid)
         c0, w0 = cpu_s(pid), time.monotonic()
         time.sleep(idle_s)
         c1, w1 = cpu_s(pid), time.monotonic()
@@ -69,6 +76,7 @@ def idle(idle_s: float, neighbours: int) -> dict[str, Any]:
         status = lab.request("I0", "status")
         return {
             "idle_rss_mb": round(rss_mb(pid), 1),
+            "idle_rss_mb_at_window_start": round(rss0, 1),
             "idle_cpu_percent_of_core": round(100 * (c1 - c0) / (w1 - w0), 3),
             "idle_window_s": round(w1 - w0, 1),
             "idle_neighbours": status["neighbours"],
@@ -236,6 +244,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20000, help="payloads in the throughput run")
     parser.add_argument("--size", type=int, default=1200, help="payload bytes")
     parser.add_argument("--quick", action="store_true", help="10 s idle, 2000 payloads")
+    parser.add_argument("--idle-only", action="store_true",
+                        help="only the idle agent (e.g. --idle-s 600 to watch memory)")
     args = parser.parse_args()
     why = lab_available()
     if why is not None:
@@ -247,6 +257,9 @@ def main() -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
     }
     result.update(idle(args.idle_s, args.neighbours))
+    if args.idle_only:
+        print(json.dumps(result, indent=2))
+        return 0
     result.update(chain(args.count, args.size))
     large = args.count // 4
     result.update(chain_large(large, 8000, 9000, 1500))  # IP fragments on 1500-byte links
