@@ -182,22 +182,33 @@ class GatewayRelay:
             task.add_done_callback(self.tasks.discard)
         endpoint.feed(payload)
 
+    async def close(self) -> None:
+        """Stop relaying: cancel every device's pipe and wait until each has cleaned up."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _pipe(self, key: tuple[bytes, bytes], endpoint: StreamEndpoint) -> None:
         writer: asyncio.StreamWriter | None = None
+        copies: list[asyncio.Future[None]] = []
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port,
                                                            ssl=self.ssl_context)
-            up = asyncio.ensure_future(self._copy(endpoint.reader, writer))
-            down = asyncio.ensure_future(self._copy_down(reader, endpoint))
-            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (up, down):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
-                    await task
+            copies = [asyncio.ensure_future(self._copy(endpoint.reader, writer)),
+                      asyncio.ensure_future(self._copy_down(reader, endpoint))]
+            await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
         except (OSError, ConnectionError) as exc:
             self.counters["failed"] += 1
             log.info("relay for %s failed: %r", key[0].hex(), exc)
         finally:
+            # Also when this pipe is cancelled: stop both copies and collect how they ended,
+            # or a copy left running fails later with nobody to retrieve its exception.
+            for task in copies:
+                task.cancel()
+            for outcome in await asyncio.gather(*copies, return_exceptions=True):
+                if isinstance(outcome, Exception) and not isinstance(outcome, OSError):
+                    log.warning("relay for %s: copy failed: %r", key[0].hex(), outcome)
             endpoint.stream.reset("relay closed")
             endpoint.pump()
             endpoint.close()
@@ -218,6 +229,12 @@ class GatewayRelay:
         while data := await reader.read(65536):
             endpoint.write(data)
             await endpoint.drain()
-        # The backhaul hung up: let the device read what is still in flight.
+        # The backhaul hung up: let the device read what is still in flight, then give it a
+        # moment to hang up itself. Our reset could overtake its reading of the last frame:
+        # a reset makes the device's reader drop what it holds unread.
+        rto = endpoint.stream.config.rto_s
         while endpoint.stream.unsent and not endpoint.stream.failed:
-            await asyncio.sleep(endpoint.stream.config.rto_s / 4)
+            await asyncio.sleep(rto / 4)
+        deadline = asyncio.get_running_loop().time() + 4 * rto
+        while not endpoint.stream.failed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(rto / 4)

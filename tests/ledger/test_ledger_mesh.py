@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -164,3 +166,54 @@ def test_two_neighbours_sync_over_a_lossy_mesh(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("how", ["cancel", "close"])
+def test_a_cancelled_relay_leaves_no_task_behind(how: str) -> None:
+    """Cancelling a relay's pipe (the agent does, when it stops) cancels and collects both
+    copying tasks: none is left to fail later unseen ("Task exception was never retrieved")."""
+    errors: list[str] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context["message"]))
+        accepted = asyncio.Event()
+        conns: list[asyncio.StreamWriter] = []
+
+        async def backhaul(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conns.append(writer)
+            accepted.set()
+            writer.write(b"x" * 100)  # something for the relay to pass down
+            await reader.read()
+
+        server = await asyncio.start_server(backhaul, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        relay = GatewayRelay("127.0.0.1", port, lambda dest, pl: None,
+                             config=StreamConfig(rto_s=0.05))
+        device = MeshStream(b"d" * 8)
+        device.open()
+        device.write(b"hello")
+        for payload in device.datagrams_to_send(0.0):
+            relay.on_backhaul_data(b"D" * 8, payload)
+        await asyncio.wait_for(accepted.wait(), 5)
+        await asyncio.sleep(0.05)
+        before = set(asyncio.all_tasks())
+        if how == "close":
+            await relay.close()
+        for task in list(relay.tasks):  # what the agent does when it stops
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert not relay.tasks and not relay.streams
+        for _ in range(5):
+            await asyncio.sleep(0.05)
+        left = [t for t in asyncio.all_tasks() - before if not t.done()]
+        assert left == []
+        for writer in conns:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+    gc.collect()
+    assert errors == []
