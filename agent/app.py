@@ -512,7 +512,8 @@ class Agent:
             return
         # Per-packet events go to debug: at info they would flood journald under load.
         level = logging.DEBUG if isinstance(event, PER_PACKET) else logging.INFO
-        self.log.event(event_name(event), level, **event_fields(event))
+        if self.log.logger.isEnabledFor(level):  # fields cost ~10 us: not for every packet
+            self.log.event(event_name(event), level, **event_fields(event))
         if isinstance(event, ev.DataReceived | ev.BackhaulData):
             self.inbox.append(Received(event.source.hex(), event.payload[:64].hex(), event.hops,
                                        isinstance(event, ev.BackhaulData), event.time))
