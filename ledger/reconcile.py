@@ -26,6 +26,8 @@ ITEM_HASH_LEN = 8
 PREFIX_LEN = 8
 """Item lists and wants name a feed by this many leading bytes of its author key."""
 FP_LEN = 8
+ID_LEN = PREFIX_LEN + ITEM_HASH_LEN
+"""An item on the wire: author prefix and head hash (its height travels beside it)."""
 _MOD = 1 << 128
 
 
@@ -45,6 +47,10 @@ def item_value(author: bytes, height: int, hash8: bytes) -> int:
 
 def fingerprint(total: int, count: int) -> bytes:
     return hashlib.sha256(total.to_bytes(16, "big") + count.to_bytes(8, "big")).digest()[:FP_LEN]
+
+
+EMPTY_FP = fingerprint(0, 0)
+"""The fingerprint of a range without items (stands in for a count of zero)."""
 
 
 def separator(before: bytes, key: bytes) -> bytes:

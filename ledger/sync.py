@@ -12,9 +12,12 @@ new session after a cut reconciles from the new heads and asks only for what is 
 
 Message (deterministic CBOR map):
 {0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error, 6: no_push, 7: proofs}
-- ranges: groups [lo, mode, payload]; mode 1 (fingerprints): payload [[hi, fp, count], ...],
-  consecutive sub-ranges from lo; mode 2 (item list): payload [hi, [[prefix, height, hash8]]]
-  where prefix is the first 8 bytes of the author key (see `ledger.reconcile`); hi None = end;
+- ranges: groups [lo, mode, payload]; mode 1 (fingerprints): payload [[hi, ...], fps],
+  consecutive sub-ranges from lo, `fps` their 8-byte fingerprints end to end (an empty
+  range has `EMPTY_FP`); mode 2 (item list): payload [hi, ids, [height, ...]], `ids` the
+  items' author prefix (first 8 bytes of the key) + 8-byte head hash end to end
+  (see `ledger.reconcile`); hi None = end. Packing them saves the per-value CBOR headers,
+  which were a third of the reconciliation bytes;
 - wants: [[author prefix, from_height], ...]: send me the feed(s) with that prefix from there;
 - blocks: encoded blocks, each feed in height order;
 - done: the sender has nothing more to ask or send; the session ends when both said done;
@@ -43,8 +46,10 @@ from ledger.errors import BlockError, CodecError, SyncError
 from ledger.ingest import BlockStore, accept_proof, ingest
 from ledger.reconcile import (
     BRANCHES,
+    EMPTY_FP,
+    FP_LEN,
+    ID_LEN,
     IDLIST_MAX,
-    ITEM_HASH_LEN,
     PREFIX_LEN,
     Item,
     ReconIndex,
@@ -53,7 +58,7 @@ from ledger.tx import TxRegistry
 from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier
 from mesh.identity import verify as ed25519_verify
 
-VERSION = 1
+VERSION = 2
 M_FP = 1
 M_IDS = 2
 K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH, K_PROOFS = range(8)
@@ -235,7 +240,7 @@ class SyncSession:
         except CodecError as exc:
             raise SyncError("malformed", str(exc)) from exc
         if type(msg) is not dict or msg.get(K_VERSION) != VERSION:
-            raise SyncError("malformed", "not a sync message of version 1")
+            raise SyncError("malformed", f"not a sync message of version {VERSION}")
         for key in msg:
             if key not in (K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH,
                            K_PROOFS):
@@ -327,22 +332,23 @@ class SyncSession:
             if floor is None or lo < floor:
                 raise SyncError("malformed", "range groups must be ordered and disjoint")
             if mode == M_FP:
-                if type(payload) is not list or not payload:
-                    raise SyncError("malformed", "fingerprint payload is [[hi, fp, count], ...]")
-                ranges_seen += len(payload)
+                if (type(payload) is not list or len(payload) != 2 or type(payload[0]) is not list
+                        or not payload[0] or type(payload[1]) is not bytes
+                        or len(payload[1]) != FP_LEN * len(payload[0])):
+                    raise SyncError("malformed", "fingerprint payload is [[hi, ...], fps]")
+                ranges_seen += len(payload[0])
                 if ranges_seen > self.config.max_ranges:
                     raise SyncError("bounds", "too many ranges in one message")
-                for sub in payload:
-                    if (type(sub) is not list or len(sub) != 3
-                            or (sub[0] is not None and type(sub[0]) is not bytes)
-                            or type(sub[1]) is not bytes or type(sub[2]) is not int):
-                        raise SyncError("malformed", "a range is [hi, fp, count]")
-                    hi = sub[0]
+                fps = payload[1]
+                for k, hi in enumerate(payload[0]):
+                    if hi is not None and type(hi) is not bytes:
+                        raise SyncError("malformed", "a range bound is bytes or None")
                     if floor is None or (hi is not None and hi <= lo):
                         raise SyncError("malformed", "ranges must be ordered and disjoint")
+                    fp = fps[k * FP_LEN:(k + 1) * FP_LEN]
                     i, j = self.index.span(lo, hi)
-                    if self.index.fingerprint(i, j) != sub[1]:
-                        if sub[2] == 0:
+                    if self.index.fingerprint(i, j) != fp:
+                        if fp == EMPTY_FP:  # the peer has nothing here
                             for it in self.index.items[i:j]:
                                 self._offer(it.author, 0)
                         else:
@@ -350,31 +356,31 @@ class SyncSession:
                     lo = hi if hi is not None else lo
                     floor = hi
             elif mode == M_IDS:
-                if (type(payload) is not list or len(payload) != 2
+                if (type(payload) is not list or len(payload) != 3
                         or (payload[0] is not None and type(payload[0]) is not bytes)
-                        or type(payload[1]) is not list):
-                    raise SyncError("malformed", "item list payload is [hi, items]")
+                        or type(payload[1]) is not bytes or type(payload[2]) is not list
+                        or len(payload[1]) != ID_LEN * len(payload[2])):
+                    raise SyncError("malformed", "item list payload is [hi, ids, heights]")
                 hi = payload[0]
                 if hi is not None and hi <= lo:
                     raise SyncError("malformed", "ranges must be ordered and disjoint")
                 ranges_seen += 1
-                items_seen += len(payload[1])
+                items_seen += len(payload[2])
                 if items_seen > self.config.max_items or ranges_seen > self.config.max_ranges:
                     raise SyncError("bounds", "too many items in one message")
                 i, j = self.index.span(lo, hi)
-                self._compare(payload[1], i, j)
+                self._compare(payload[1], payload[2], i, j)
                 floor = hi
             else:
                 raise SyncError("malformed", f"unknown range mode {mode!r}")
 
-    def _compare(self, payload: list[Any], i: int, j: int) -> None:
+    def _compare(self, ids: bytes, heights: list[Any], i: int, j: int) -> None:
         theirs: dict[bytes, tuple[int, bytes]] = {}
-        for entry in payload:
-            if (type(entry) is not list or len(entry) != 3 or type(entry[0]) is not bytes
-                    or len(entry[0]) != PREFIX_LEN or type(entry[1]) is not int or entry[1] < 0
-                    or type(entry[2]) is not bytes or len(entry[2]) != ITEM_HASH_LEN):
-                raise SyncError("malformed", "an item is [author prefix, height, hash8]")
-            theirs[entry[0]] = (entry[1], entry[2])
+        for k, height in enumerate(heights):
+            if type(height) is not int or height < 0:
+                raise SyncError("malformed", "an item's height is an int >= 0")
+            item = ids[k * ID_LEN:(k + 1) * ID_LEN]
+            theirs[item[:PREFIX_LEN]] = (height, item[PREFIX_LEN:])
         mine = {it.author[:PREFIX_LEN]: it for it in self.index.items[i:j]}
         for prefix, (height, hash8) in theirs.items():
             own: Item | None = mine.get(prefix)
@@ -394,10 +400,12 @@ class SyncSession:
     def _describe(self, lo: bytes, hi: bytes | None, i: int, j: int) -> list[list[Any]]:
         """Our view of [lo, hi): the item list when small, else fingerprints of sub-ranges."""
         if j - i <= IDLIST_MAX:
-            return [[lo, M_IDS, [hi, [[it.author[:PREFIX_LEN], it.height, it.hash]
-                                      for it in self.index.items[i:j]]]]]
-        return [[lo, M_FP, [[b, self.index.fingerprint(x, y), y - x]
-                            for _a, b, x, y in self.index.split(lo, hi, i, j, BRANCHES)]]]
+            items = self.index.items[i:j]
+            return [[lo, M_IDS, [hi, b"".join(it.author[:PREFIX_LEN] + it.hash for it in items),
+                                 [it.height for it in items]]]]
+        subs = self.index.split(lo, hi, i, j, BRANCHES)
+        return [[lo, M_FP, [[b for _a, b, _x, _y in subs],
+                            b"".join(self.index.fingerprint(x, y) for _a, _b, x, y in subs)]]]
 
     def _build(self, now: float) -> bytes:
         msg: dict[int, Any] = {K_VERSION: VERSION}

@@ -123,7 +123,7 @@ def test_bounds_cut_a_flooding_peer(make_ledger: MakeLedger) -> None:
     with pytest.raises(SyncError):
         s1.receive(huge, NOW)
     many = codec.encode({K_VERSION: VERSION, K_RANGES: [
-        [b"", 1, [[bytes([i + 1]), b"f" * 8, 1] for i in range(9)]]]})
+        [b"", 1, [[bytes([i + 1]) for i in range(9)], b"f" * 8 * 9]]]})
     s2 = SyncSession(b.store, b.registry, initiator=False, peer="p2", now=NOW, config=cfg)
     with pytest.raises(SyncError) as info:
         s2.receive(many, NOW)
@@ -238,3 +238,18 @@ def test_session_byte_cap_stops_a_flood_and_the_next_session_goes_on(
             break
         sync_pair(b, a, NOW + 301, config=cfg)
     assert view(a) == view(b) and b.verify(NOW + 302).ok
+
+
+def test_packed_ranges_of_the_wrong_size_are_malformed(make_ledger: MakeLedger) -> None:
+    b = make_ledger("b", 2)
+    bad = [
+        [b"", 1, [[b"\x01", None], b"f" * 15]],      # two ranges, 15 bytes of fingerprints
+        [b"", 1, [[b"\x01", 5], b"f" * 16]],         # a bound that is no bytes
+        [b"", 2, [None, b"i" * 17, [0]]],            # one item, 17 bytes of ids
+        [b"", 2, [None, b"i" * 16, [-1]]],           # a negative height
+    ]
+    for group in bad:
+        session = SyncSession(b.store, b.registry, initiator=False, peer="p", now=NOW)
+        with pytest.raises(SyncError) as info:
+            session.receive(codec.encode({K_VERSION: VERSION, K_RANGES: [group]}), NOW)
+        assert info.value.reason == "malformed"
