@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from agent.modules.interchange.detect import caps
 from agent.modules.interchange.model import Scenario, Vehicle
 from agent.modules.interchange.plan import Plan, Stop, VehiclePlan, figures, idle_plan
-from agent.modules.interchange.refine import refine
+from agent.modules.interchange.refine import refine, shift_departures
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +41,7 @@ class HeuristicOptions:
     all_pairs_up_to: int = 6  # fleets this small re-plan every pair, larger ones only pairs
     # that share a site
     refine_rounds: int = 2  # passes re-optimising each vehicle's amounts on its route (LP)
+    shift_budget: int = 20  # LPs tried moving departure slots after that (0: off)
 
 
 @dataclass(slots=True)
@@ -637,6 +638,8 @@ def solve_heuristic(scenario: Scenario, options: HeuristicOptions | None = None,
     result = figures(scenario, vehicles)
     if opts.refine_rounds > 0:
         refined = refine(scenario, vehicles, opts.refine_rounds, exclude)
+        if opts.shift_budget > 0:
+            refined = shift_departures(scenario, refined, opts.shift_budget, exclude)
         better = figures(scenario, refined)
         if better.objective < result.objective:
             vehicles, result = refined, better

@@ -10,6 +10,10 @@ x efficiency - export price): the plan objective's terms for this vehicle. Vehic
 re-optimised one after the other against the others' current flows, `rounds` times; amounts
 are rounded to whole Wh and a vehicle whose rounded plan leaves the battery bounds keeps its
 old amounts. Solved by HiGHS (scipy), deterministic.
+
+Then one route move: a departure slot is moved earlier or later (1, 2 or 4 departure steps)
+and the amounts re-optimised on the new route; a move is kept when the vehicle's value grows
+(first improvement, vehicle by vehicle), within a budget of `budget` programmes in all.
 """
 
 from __future__ import annotations
@@ -97,11 +101,68 @@ def refine(sc: Scenario, vehicles: tuple[VehiclePlan, ...], rounds: int = 2,
             v = vmap[vid]
             _flows(sc, old, surplus, deficit, -1)
             new = refine_vehicle(sc, v, old, surplus, deficit)
-            if new is not None:
-                trace = energy_trace(sc, v, new)
-                if (min(trace) < v.min_wh - TOLERANCE_WH or trace[-1] < v.final_wh - TOLERANCE_WH
-                        or max(trace) > v.capacity_wh + TOLERANCE_WH):
-                    new = None
-            plans[vid] = new or old
+            plans[vid] = new if new is not None and _within(v, sc, new) else old
             _flows(sc, plans[vid], surplus, deficit, 1)
+    return tuple(plans[vp.vehicle] for vp in vehicles)
+
+
+def _value(sc: Scenario, v: Vehicle, vp: VehiclePlan) -> float:
+    """The vehicle's share of the objective that its amounts decide (route fixed)."""
+    sv = sc.stored_value / 1000.0
+    total = 0.0
+    for s in vp.stops:
+        site = sc.sites[sc.site_index[s.site]]
+        total += sum(wh * (sv * v.efficiency - site.export_price[t] / 1000.0)
+                     for t, wh in s.charge.items())
+        total += sum(wh * (site.import_price[t] / 1000.0 - sv / v.efficiency)
+                     for t, wh in s.discharge.items())
+    return total
+
+
+def _within(v: Vehicle, sc: Scenario, vp: VehiclePlan) -> bool:
+    trace = energy_trace(sc, v, vp)
+    return (min(trace) >= v.min_wh - TOLERANCE_WH and trace[-1] >= v.final_wh - TOLERANCE_WH
+            and max(trace) <= v.capacity_wh + TOLERANCE_WH)
+
+
+SHIFTS = (-4, -2, -1, 1, 2, 4)  # departure steps tried
+
+
+def shift_departures(sc: Scenario, vehicles: tuple[VehiclePlan, ...], budget: int,
+                     exclude: frozenset[str] = frozenset()) -> tuple[VehiclePlan, ...]:
+    """Move departure slots where that lets the amounts earn more (at most `budget` LPs)."""
+    surplus_i, deficit_i = caps(sc)
+    surplus = [[float(x) for x in row] for row in surplus_i]
+    deficit = [[float(x) for x in row] for row in deficit_i]
+    plans = {vp.vehicle: vp for vp in vehicles}
+    vmap = {v.id: v for v in sc.vehicles}
+    for vp in vehicles:
+        _flows(sc, vp, surplus, deficit, 1)
+    for vid in plans:
+        if vid in exclude or budget <= 0:
+            continue
+        v, cur = vmap[vid], plans[vid]
+        _flows(sc, cur, surplus, deficit, -1)
+        best = _value(sc, v, cur)
+        moved = True
+        while moved and budget > 0:
+            moved = False
+            for i, (a, b) in enumerate(zip(cur.stops, cur.stops[1:], strict=False)):
+                tau = b.arrive - a.depart
+                for step in SHIFTS:
+                    leave = a.depart + step * sc.departure_every
+                    if leave < a.arrive or leave + tau > b.depart or budget <= 0:
+                        continue
+                    budget -= 1
+                    route = VehiclePlan(vid, (*cur.stops[:i], Stop(a.site, a.arrive, leave),
+                                              Stop(b.site, leave + tau, b.depart),
+                                              *cur.stops[i + 2:]))
+                    new = refine_vehicle(sc, v, route, surplus, deficit)
+                    if new is not None and _within(v, sc, new) and _value(sc, v, new) > best:
+                        best, cur, moved = _value(sc, v, new), new, True
+                        break
+                if moved:
+                    break
+        plans[vid] = cur
+        _flows(sc, cur, surplus, deficit, 1)
     return tuple(plans[vp.vehicle] for vp in vehicles)
