@@ -35,6 +35,17 @@ def _flows(sc: Scenario, vp: VehiclePlan, surplus: list[list[float]],
             deficit[si][t] -= sign * wh
 
 
+def _left(sc: Scenario, vehicles: tuple[VehiclePlan, ...]
+          ) -> tuple[list[list[float]], list[list[float]]]:
+    """Surplus and deficit per site and slot that the vehicles' flows leave."""
+    surplus_i, deficit_i = caps(sc)
+    surplus = [[float(x) for x in row] for row in surplus_i]
+    deficit = [[float(x) for x in row] for row in deficit_i]
+    for vp in vehicles:
+        _flows(sc, vp, surplus, deficit, 1)
+    return surplus, deficit
+
+
 def refine_vehicle(sc: Scenario, v: Vehicle, vp: VehiclePlan, surplus: list[list[float]],
                    deficit: list[list[float]]) -> VehiclePlan | None:
     """The best amounts on `vp`'s route against the surplus and deficit left by the others;
@@ -87,13 +98,9 @@ def refine(sc: Scenario, vehicles: tuple[VehiclePlan, ...], rounds: int = 2,
            exclude: frozenset[str] = frozenset()) -> tuple[VehiclePlan, ...]:
     """Every vehicle's amounts re-optimised on its route, `rounds` passes over the fleet;
     vehicles in `exclude` are left as they are."""
-    surplus_i, deficit_i = caps(sc)
-    surplus = [[float(x) for x in row] for row in surplus_i]
-    deficit = [[float(x) for x in row] for row in deficit_i]
+    surplus, deficit = _left(sc, vehicles)
     plans = {vp.vehicle: vp for vp in vehicles}
     vmap = {v.id: v for v in sc.vehicles}
-    for vp in vehicles:
-        _flows(sc, vp, surplus, deficit, 1)
     for _ in range(rounds):
         for vid, old in plans.items():
             if vid in exclude:
@@ -131,13 +138,9 @@ SHIFTS = (-4, -2, -1, 1, 2, 4)  # departure steps tried
 def shift_departures(sc: Scenario, vehicles: tuple[VehiclePlan, ...], budget: int,
                      exclude: frozenset[str] = frozenset()) -> tuple[VehiclePlan, ...]:
     """Move departure slots where that lets the amounts earn more (at most `budget` LPs)."""
-    surplus_i, deficit_i = caps(sc)
-    surplus = [[float(x) for x in row] for row in surplus_i]
-    deficit = [[float(x) for x in row] for row in deficit_i]
+    surplus, deficit = _left(sc, vehicles)
     plans = {vp.vehicle: vp for vp in vehicles}
     vmap = {v.id: v for v in sc.vehicles}
-    for vp in vehicles:
-        _flows(sc, vp, surplus, deficit, 1)
     for vid in plans:
         if vid in exclude or budget <= 0:
             continue
