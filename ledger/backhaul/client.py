@@ -18,7 +18,7 @@ from typing import Protocol
 from ledger.backhaul import protocol as p
 from ledger.backhaul.exchange import exchange_sync
 from ledger.checkpoint import Checkpoint, decode_checkpoint, verify_proofs
-from ledger.errors import AuthError, CheckpointError
+from ledger.errors import AuthError, CheckpointError, SyncError
 from ledger.ledger import Ledger
 from ledger.sync import SyncConfig, SyncStats
 from mesh.identity import verify as ed25519_verify
@@ -38,8 +38,12 @@ class SyncResult:
 
 
 async def _read(reader: asyncio.StreamReader, timeout: float) -> tuple[int, bytes]:
-    header = await asyncio.wait_for(reader.readexactly(p.HEADER), timeout)
-    body = await asyncio.wait_for(reader.readexactly(p.frame_length(header)), timeout)
+    try:
+        header = await asyncio.wait_for(reader.readexactly(p.HEADER), timeout)
+        body = await asyncio.wait_for(reader.readexactly(p.frame_length(header)), timeout)
+    except asyncio.IncompleteReadError as exc:
+        detail = f"the backhaul closed mid-frame after {len(exc.partial)} bytes"
+        raise SyncError("hung up", detail) from exc
     return p.split(body)
 
 

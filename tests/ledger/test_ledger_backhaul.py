@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from ledger import Ledger, LedgerConfig, Transaction
 from ledger.backhaul.client import sync_with_backhaul
-from ledger.errors import AuthError
+from ledger.errors import AuthError, SyncError
 from mesh.identity import Identity
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -198,3 +198,26 @@ def test_two_backhaul_instances_share_one_postgresql(tmp_path: Path) -> None:
         two.stop()
         a.close()
         b.close()
+
+
+def test_a_backhaul_that_hangs_up_mid_frame_is_a_typed_error(tmp_path: Path) -> None:
+    """A backhaul that closes after half a frame gives SyncError, which callers already handle."""
+    led = agent(tmp_path, "a", 1, 2)
+
+    async def half_a_frame(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"\x00\x00")  # the start of a frame header, then nothing
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(half_a_frame, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            with pytest.raises(SyncError, match="hung up"):
+                await sync_with_backhaul(led, "127.0.0.1", port, timeout=5)
+
+    try:
+        asyncio.run(scenario())
+        assert led.verify().ok and len(list(led.store.iter_blocks(led.author))) == 2
+    finally:
+        led.close()
