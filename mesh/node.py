@@ -77,6 +77,9 @@ __all__ = ["BACKHAUL", "MeshNode", "PayloadTooLarge", "Transmit"]
 _RX_KEY = {frame_type: "rx_" + kind for frame_type, kind in KIND_OF.items()}
 """Receive counters by control frame type (built once: receive is the hot path)."""
 
+FIRST_HOP_SAMPLES = 8
+"""HELLO round trips within which a much lower sample restarts the hop-time estimate."""
+
 
 class PayloadTooLarge(ValueError):
     """The application handed the core a payload above `max_payload_bytes` (our caller's fault)."""
@@ -167,6 +170,7 @@ class MeshNode:
         self._next_hint = 0.0
         self._next_triggered_hello = 0.0
         self._hop_rttvar = 0.0
+        self._hop_samples = 0
         self._rreq_sent: deque[float] = deque()
         self._rerr_sent: deque[float] = deque()
         self._frag_id = rng.randrange(1 << 16)
@@ -524,7 +528,12 @@ class MeshNode:
         rtt = now - sent - held_us / 1_000_000
         if rtt < 0:
             return
-        if self._hop_rtt is None:
+        self._hop_samples += 1
+        if self._hop_rtt is None or (self._hop_samples <= FIRST_HOP_SAMPLES
+                                     and rtt < self._hop_rtt / 2):
+            # The first samples are taken while neighbours are still starting, with busy
+            # loops; smoothed in, one slow start-up echo kept ring searches at RFC timing for
+            # minutes. A sample under half the estimate among the first few starts it afresh.
             self._hop_rtt, self._hop_rttvar = rtt, rtt / 2
         else:
             self._hop_rttvar = 0.75 * self._hop_rttvar + 0.25 * abs(self._hop_rtt - rtt)

@@ -322,3 +322,13 @@ def test_route_learned_by_forwarding_still_reaches_a_destination_that_never_saw_
     assert [e.payload for e in net.of_type(3, ev.DataReceived)] == [b"from 1", b"from 0"]
     assert net.nodes[3].stats["drop_unknown_origin_key"] == 0
     assert net.nodes[0].stats["rrep_introductions"] == 1
+
+
+def test_a_slow_start_up_echo_does_not_hold_hop_times_high() -> None:
+    # The first echoes cross busy, just-started neighbours (20 ms a link); later ones 0.5 ms.
+    net = LinkGraph.chain(3, seed=21, lines=ALL_LINES, delay_s=0.020, config=FAST)
+    net.run(1.5)
+    assert all(n.node_traversal_s > 0.015 for n in net.nodes)
+    net.delay_s = 0.0005
+    net.run(6.0)  # a few more echoes each, within the first FIRST_HOP_SAMPLES
+    assert all(n.node_traversal_s < 0.005 for n in net.nodes)  # smoothing alone: ~15 ms
