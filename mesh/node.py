@@ -1155,24 +1155,25 @@ class MeshNode:
         if len(self._introduced) > self.config.max_known_nodes:
             self._introduced.popitem(last=False)
 
-    def _route_data(self, frame: Data, now: float) -> None:
+    def _route_data(self, frame: Data, now: float, prev_hop: bytes | None = None) -> None:
+        """Send `frame` (its sender field already ours) on; `prev_hop`: who handed it to us."""
         route = self._routes.get(frame.dest)
         if route is None or not route.valid:
             self._drop("no_route")
             self._events.append(ev.DataDropped(frame.dest, "no_route", now))
             seq = route.seq if route is not None else 0
-            if frame.origin != self.id:
-                self._send_rerr([(frame.dest, seq)], [], {frame.sender}, now)
+            if prev_hop is not None:
+                self._send_rerr([(frame.dest, seq)], [], {prev_hop}, now)
             return
         cfg = self.config
         route.expiry = max(route.expiry, now + cfg.active_route_timeout_s)
         hop = self._routes.get(route.next_hop)
         if hop is not None and hop.valid:
             hop.expiry = max(hop.expiry, now + cfg.active_route_timeout_s)
-        if frame.origin != self.id:
+        if prev_hop is not None:
             # Whoever sends us traffic for dest must hear of its break (RFC 3561 only adds
             # precursors on RREP; routes learned from others' RREQ floods would have none).
-            route.precursors.add(frame.sender)
+            route.precursors.add(prev_hop)
             back = self._routes.get(frame.origin)
             if back is not None and back.valid:
                 back.expiry = max(back.expiry, now + cfg.active_route_timeout_s)
@@ -1186,7 +1187,8 @@ class MeshNode:
                 self._events.append(ev.DataDropped(frame.dest, "data_ttl", now))
                 return
             self._route_data(Data(self.id, frame.origin, frame.dest, frame.counter,
-                                  frame.ttl - 1, frame.hops + 1, frame.flags, frame.sealed), now)
+                                  frame.ttl - 1, frame.hops + 1, frame.flags, frame.sealed), now,
+                             frame.sender)
             return
         origin_pk = self._keys.get(frame.origin)
         if origin_pk is None:

@@ -332,3 +332,18 @@ def test_a_slow_start_up_echo_does_not_hold_hop_times_high() -> None:
     net.delay_s = 0.0005
     net.run(6.0)  # a few more echoes each, within the first FIRST_HOP_SAMPLES
     assert all(n.node_traversal_s < 0.005 for n in net.nodes)  # smoothing alone: ~15 ms
+
+
+def test_forwarder_without_route_tells_the_previous_hop() -> None:
+    # Node 1 gets data from node 0 for a destination it has no route to: the RERR must go
+    # back to node 0 (it went to node 1 itself, was dropped as no_link, and node 0 kept
+    # sending into the hole for ever).
+    net = LinkGraph.chain(3, seed=11, lines=ALL_LINES)
+    net.run(2.5)
+    unknown = bytes(range(8))
+    frame = fr.Data(net.id(0), net.id(0), unknown, 1, 10, 0, 0, b"sealed")
+    net.inject(1, fr.encode_data(frame), from_link=0)
+    net.run(3.0)
+    stats = net.nodes[1].stats
+    assert stats["drop_no_route"] == 1 and stats["drop_no_link"] == 0
+    assert stats["tx_rerr"] == 1 and net.nodes[0].stats["rx_rerr"] == 1
