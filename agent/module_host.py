@@ -16,7 +16,6 @@ carry them (nor the charging module's numpy) when no plan is ever sent or receiv
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import time
 from collections import Counter
@@ -158,6 +157,7 @@ class ModuleHost:
         self._reassembly = Reassembly()
         self._msg_id = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._planning: asyncio.Task[None] | None = None
         self._coordinator_nodes = {}
         for hexkey in config.coordinator_keys:
             try:
@@ -241,33 +241,23 @@ class ModuleHost:
     # ----------------------------------------------------------------- coordinator
 
     def send_plan(self, scenario_path: str) -> dict[str, Any]:
-        """Plan the scenario and send each vehicle its part (the coordinator's start)."""
-        from agent.modules.interchange.heuristic import solve_heuristic
-        from agent.modules.interchange.model import InterchangeError, Scenario
-        from agent.modules.interchange.plan import Plan
+        """Start a coordinator for the scenario; its plans are made in a thread (`_pump`)."""
+        from agent.modules.interchange.model import InterchangeError
         from agent.modules.interchange.scenario import load_scenario
         from agent.modules.interchange.transmit import Coordinator, TransmitError
 
-        if self.coordinator is not None and self.coordinator.state == "sending":
-            raise CommandError(f"plan version {self.coordinator.version} is still being sent")
+        if self.coordinator is not None and self.coordinator.state in ("planning", "sending"):
+            raise CommandError(f"plan version {self.coordinator.version} is still "
+                               f"{self.coordinator.state}")
         keys = parse_vehicle_keys(self.config.vehicle_keys)
         try:
             scenario = load_scenario(Path(scenario_path))
         except (InterchangeError, OSError) as exc:
             raise CommandError(f"cannot load {scenario_path}: {exc}") from exc
-
-        def planner(sc: Scenario, excluded: frozenset[str]) -> Plan:
-            """The heuristic (0.6 s at most on 20 sites x 10 vehicles; it runs on the loop),
-            each version recorded as it is made."""
-            plan = solve_heuristic(sc, exclude=excluded)
-            version = self.coordinator.version if self.coordinator is not None else 1
-            self._record(dataclasses.replace(plan, version=version).to_record())
-            return plan
-
         try:
             coord = Coordinator(scenario, self.identity,
                                 {v.id: keys.get(v.id, b"") for v in scenario.vehicles
-                                 if v.id in keys}, planner,
+                                 if v.id in keys},
                                 retry_s=self.config.retry_s, retries=self.config.retries,
                                 max_replans=self.config.max_replans)
         except TransmitError as exc:
@@ -279,7 +269,8 @@ class ModuleHost:
         return self.status()
 
     def _pump(self) -> None:
-        """Send what the coordinator wants sent, record its events, re-arm its timer."""
+        """Send what the coordinator wants sent, record its events, re-arm its timer, and
+        start planning in a thread when it asks for a plan."""
         coord = self.coordinator
         if coord is None:
             return
@@ -303,6 +294,31 @@ class ModuleHost:
             elif isinstance(event, tx.PlanSettled | tx.PlanFailed):
                 self._record(coord.record())
         self._arm()
+        excluded = coord.wants_plan
+        if excluded is not None and self._planning is None:
+            self._planning = self.loop.create_task(self._plan(coord, excluded))
+
+    async def _plan(self, coord: Coordinator, excluded: frozenset[str]) -> None:
+        """The heuristic (up to about a second on 20 sites x 10 vehicles) in a thread, so
+        the mesh core's timers and frames are not held up; each version is recorded."""
+        from agent.modules.interchange.heuristic import solve_heuristic
+
+        try:
+            plan = await asyncio.to_thread(solve_heuristic, coord.scenario, exclude=excluded)
+        except Exception as exc:  # a planner bug must not leave the coordinator stuck
+            self.counters["planning_failed"] += 1
+            self.log.warning("interchange_planning_failed", error=f"{type(exc).__name__}: {exc}")
+            if coord is self.coordinator:
+                self.coordinator = None
+            return
+        finally:
+            self._planning = None
+        if coord is not self.coordinator or coord.wants_plan != excluded:
+            return  # replaced or closed meanwhile
+        coord.plan_ready(plan, self.loop.time())
+        assert coord.plan is not None
+        self._record(coord.plan.to_record())
+        self._pump()
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -356,6 +372,9 @@ class ModuleHost:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._planning is not None:
+            self._planning.cancel()
+            self._planning = None
 
     # ----------------------------------------------------------------- charging sessions
 

@@ -6,8 +6,7 @@ import pytest
 
 from agent.modules.interchange.generate import generated_case
 from agent.modules.interchange.heuristic import solve_heuristic
-from agent.modules.interchange.model import Scenario
-from agent.modules.interchange.plan import Plan, check
+from agent.modules.interchange.plan import check
 from agent.modules.interchange.transmit import (
     Coordinator,
     MessageRejected,
@@ -26,8 +25,10 @@ from mesh.identity import Identity
 SCENARIO = generated_case(5, 3, seed=11)
 
 
-def planner(sc: Scenario, excluded: frozenset[str]) -> Plan:
-    return solve_heuristic(sc, exclude=excluded)
+def serve_plans(coord: Coordinator, now: float) -> None:
+    """Plan whenever the coordinator asks (the module host does it in a thread)."""
+    while (excluded := coord.wants_plan) is not None:
+        coord.plan_ready(solve_heuristic(coord.scenario, exclude=excluded), now)
 
 
 def setup(checks: Mapping[str, Any] | None = None
@@ -36,7 +37,7 @@ def setup(checks: Mapping[str, Any] | None = None
     ids = {v.id: Identity.from_seed(bytes([65 + k]) * 32)
            for k, v in enumerate(SCENARIO.vehicles)}
     coord = Coordinator(SCENARIO, coord_id, {vid: i.public_key for vid, i in ids.items()},
-                        planner, retry_s=5.0, retries=1)
+                        retry_s=5.0, retries=1)
     ends = {vid: VehicleEndpoint(i, vid, coord_id.public_key, (checks or {}).get(vid))
             for vid, i in ids.items()}
     return coord, ends, coord_id
@@ -46,6 +47,7 @@ def deliver(coord: Coordinator, ends: dict[str, VehicleEndpoint], now: float,
             silent: frozenset[str] = frozenset()) -> None:
     """Carry messages both ways until nothing is left (the mesh, by hand)."""
     while True:
+        serve_plans(coord, now)
         out = coord.datagrams_to_send()
         if not out:
             return
@@ -117,6 +119,8 @@ def test_silent_vehicle_times_out_after_retries() -> None:
 def test_forged_garbage_and_stale_messages_are_rejected() -> None:
     coord, ends, _ = setup()
     coord.start(now=0.0)
+    assert coord.wants_plan == frozenset() and coord.datagrams_to_send() == []
+    serve_plans(coord, 0.0)
     out = coord.datagrams_to_send()
     vid = out[0].vehicle
     # A reply signed by someone else, claiming to be the vehicle.

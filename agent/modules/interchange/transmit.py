@@ -7,7 +7,8 @@ sender's Ed25519 identity over [v, t, from, body]. The coordinator sends each ve
 of plan version n; when a vehicle declines (with a reason) or stays silent past its retries,
 the coordinator re-plans without it and sends version n+1 to every vehicle. When all vehicles
 in the current version have acknowledged it, the plan is settled and `record()` gives what
-the ledger keeps.
+the ledger keeps. Planning itself is asked of the caller (`wants_plan`, then `plan_ready`), so
+that a second of solving runs off the caller's event loop.
 """
 
 from __future__ import annotations
@@ -125,14 +126,11 @@ def _field(body: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-Planner = Callable[[Scenario, frozenset[str]], Plan]
-
-
 class Coordinator:
     """The aggregator's side: plan, send, collect answers, re-plan on a decline."""
 
     def __init__(self, scenario: Scenario, identity: Identity,
-                 vehicle_keys: Mapping[str, bytes], planner: Planner, *,
+                 vehicle_keys: Mapping[str, bytes], *,
                  retry_s: float = 10.0, retries: int = 2, max_replans: int = 5) -> None:
         missing = [v.id for v in scenario.vehicles if v.id not in vehicle_keys]
         if missing:
@@ -141,13 +139,13 @@ class Coordinator:
         self.identity = identity
         self._keys = dict(vehicle_keys)
         self._by_node = {node_id_of(k): vid for vid, k in vehicle_keys.items()}
-        self.planner = planner
         self.retry_s = retry_s
         self.retries = retries
         self.max_replans = max_replans
         self.version = 0
         self.plan: Plan | None = None
-        self.state = "idle"  # idle -> sending -> settled | failed
+        self.state = "idle"  # idle -> planning -> sending -> settled | failed (planning again
+        # after a decline)
         self.excluded: set[str] = set()
         self.answers: dict[str, str] = {}  # vehicle -> "ack" or "decline:reason"
         self.history: list[dict[str, Any]] = []
@@ -160,7 +158,38 @@ class Coordinator:
     def start(self, now: float) -> None:
         if self.state != "idle":
             raise TransmitError(f"start() in state {self.state}")
-        self._issue(now)
+        self._want_plan()
+
+    @property
+    def wants_plan(self) -> frozenset[str] | None:
+        """The vehicles to leave out of the plan we wait for, or None when we wait for none.
+
+        Planning takes up to a second, so the caller runs it where it does not stall its
+        loop (a thread) and hands the result to `plan_ready`.
+        """
+        return frozenset(self.excluded) if self.state == "planning" else None
+
+    def plan_ready(self, plan: Plan, now: float) -> None:
+        """The plan asked for by `wants_plan`: sign each vehicle's part and send it."""
+        if self.state != "planning":
+            raise TransmitError(f"plan_ready() in state {self.state}")
+        self.plan = Plan(plan.scenario, plan.solver, plan.vehicles, plan.figures,
+                         plan.runtime_s, plan.status, plan.bound, self.version)
+        self.state = "sending"
+        for v in self.scenario.vehicles:
+            if v.id in self.excluded:
+                continue
+            body = {"plan_id": self.plan.plan_id, "version": self.version, "vehicle": v.id,
+                    "scenario": self.scenario.name,
+                    "plan": self.plan.vehicle_plan(v.id).to_record()}
+            data = encode(self.identity, "plan", body)
+            self._pending[v.id] = (data, now + self.retry_s, 1)
+            self._out.append(Outgoing(v.id, data))
+        self.history.append({"version": self.version, "plan_id": self.plan.plan_id,
+                             "excluded": sorted(self.excluded)})
+        self._events.append(PlanSent(self.version, tuple(sorted(self._pending))))
+        if not self._pending:
+            self._settle()
 
     def datagrams_to_send(self) -> list[Outgoing]:
         out = list(self._out)
@@ -179,7 +208,7 @@ class Coordinator:
                 continue
             if tries > self.retries:
                 del self._pending[vid]
-                self._declined(vid, "timeout", f"no answer after {tries} sends", now)
+                self._declined(vid, "timeout", f"no answer after {tries} sends")
                 if self.state != "sending":
                     return
                 continue
@@ -216,7 +245,7 @@ class Coordinator:
         detail = body.get("detail", "")
         if reason not in DECLINE_REASONS or not isinstance(detail, str):
             reason, detail = "invalid", f"unreadable decline: {reason!r}"
-        self._declined(vid, str(reason), detail, now)
+        self._declined(vid, str(reason), detail)
 
     def record(self) -> dict[str, Any]:
         """What the ledger keeps: the final plan, every vehicle's answer, the version history."""
@@ -226,29 +255,12 @@ class Coordinator:
                 "answers": dict(sorted(self.answers.items())), "history": self.history}
 
     # -- internals --------------------------------------------------------------------
-    def _issue(self, now: float) -> None:
+    def _want_plan(self) -> None:
         self.version += 1
-        plan = self.planner(self.scenario, frozenset(self.excluded))
-        self.plan = Plan(plan.scenario, plan.solver, plan.vehicles, plan.figures,
-                         plan.runtime_s, plan.status, plan.bound, self.version)
-        self.state = "sending"
+        self.state = "planning"
         self._pending.clear()
-        for v in self.scenario.vehicles:
-            if v.id in self.excluded:
-                continue
-            body = {"plan_id": self.plan.plan_id, "version": self.version, "vehicle": v.id,
-                    "scenario": self.scenario.name,
-                    "plan": self.plan.vehicle_plan(v.id).to_record()}
-            data = encode(self.identity, "plan", body)
-            self._pending[v.id] = (data, now + self.retry_s, 1)
-            self._out.append(Outgoing(v.id, data))
-        self.history.append({"version": self.version, "plan_id": self.plan.plan_id,
-                             "excluded": sorted(self.excluded)})
-        self._events.append(PlanSent(self.version, tuple(sorted(self._pending))))
-        if not self._pending:
-            self._settle()
 
-    def _declined(self, vid: str, reason: str, detail: str, now: float) -> None:
+    def _declined(self, vid: str, reason: str, detail: str) -> None:
         self.answers[vid] = f"decline:{reason}"
         self._events.append(VehicleDeclined(vid, self.version, reason, detail))
         self.excluded.add(vid)
@@ -258,7 +270,7 @@ class Coordinator:
             self._events.append(PlanFailed(self.version, "too many re-plans"))
             return
         self._events.append(Replanned(self.version + 1, tuple(sorted(self.excluded))))
-        self._issue(now)
+        self._want_plan()
 
     def _settle(self) -> None:
         self.state = "settled"
