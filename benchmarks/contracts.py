@@ -83,7 +83,7 @@ def workload(n: int, nodes: int, seed: int) -> tuple[list[ContractTx], list[Feed
     return txs[:n], [owner, op, *vehicles]
 
 
-def bench_engine(txs: list[ContractTx]) -> dict[str, float]:
+def bench_engine(txs: list[ContractTx]) -> dict[str, float | str]:
     shuffled = list(txs)
     random.Random(1).shuffle(shuffled)
     start = time.perf_counter()
