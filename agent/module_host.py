@@ -314,7 +314,8 @@ class ModuleHost:
         finally:
             self._planning = None
         if coord is not self.coordinator or coord.wants_plan != excluded:
-            return  # replaced or closed meanwhile
+            self._pump()  # replaced meanwhile: the current coordinator may be waiting to plan
+            return
         coord.plan_ready(plan, self.loop.time())
         assert coord.plan is not None
         self._record(coord.plan.to_record())
