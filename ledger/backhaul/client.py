@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ledger.backhaul import protocol as p
 from ledger.backhaul.exchange import exchange_sync
@@ -22,6 +21,9 @@ from ledger.errors import AuthError, CheckpointError, SyncError
 from ledger.ledger import Ledger
 from ledger.sync import SyncConfig, SyncStats
 from mesh.identity import verify as ed25519_verify
+
+if TYPE_CHECKING:
+    import ssl  # annotations only: the agent loads OpenSSL only when it uses TLS
 
 
 @dataclass(slots=True)

@@ -21,14 +21,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ledger.backhaul import protocol as p
 from ledger.backhaul.client import SyncResult, sync_over
 from ledger.ledger import Ledger
 from ledger.meshlink import K_DATA, MeshStream, StreamConfig, StreamError, parse
 from ledger.sync import SyncConfig
+
+if TYPE_CHECKING:
+    import ssl  # annotations only: the agent loads OpenSSL only when it uses TLS
 
 log = logging.getLogger("manet.ledger.mesh")
 HIGH_WATER = 64 * 1024
