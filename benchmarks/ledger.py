@@ -7,7 +7,9 @@ the fastest library here, and `cryptography`/OpenSSL):
 - append_tx_per_s: transactions appended and made durable (blocks of 256, fsync per block);
 - ingest_blocks_per_s: blocks verified and stored by a sync session (one feed, 8 tx/block),
   and its ratio to the raw verify rate (target >= 0.7), single-threaded ("ingest") and with
-  signatures verified in a pool of 2 threads ("ingest_pooled"; see machine.cpus);
+  signatures verified in a pool of 1 thread beside the ingesting one, the default on a
+  machine with a second core ("ingest_pooled"; see machine.cpus), with the process's CPU
+  time per block (comparable under load);
 - wire_ratio: session bytes on the wire / bytes of the missing blocks (target <= 1.1 + 2 KB);
 - round trips to find 1 and 100 differences among 10,000 feeds (target <= 4 for a small one);
 - backhaul: N concurrent agents (async clients in this process) each syncing 100 new blocks
@@ -102,14 +104,15 @@ def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
     src.flush(NOW)
     cfg = LedgerConfig(verify_threads=threads)
     dst = Ledger.open(tmp / f"dst{threads}.sqlite", Identity.from_seed(b"\x04" * 32), config=cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = sync_pair(dst, src, NOW)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert result.error is None and dst.height() == -1 and len(dst.heads()) == 1
     got = result.initiator.stats.blocks_in
     per_s = got / elapsed
     out = {"verify_threads": threads, "ingest_blocks": got, "ingest_blocks_per_s": round(per_s),
            "ingest_vs_raw_verify": round(per_s / verify_rate, 3),
+           "ingest_cpu_us_per_block": round(1e6 * cpu / got, 1),
            "ingest_block_bytes": round(result.initiator.stats.block_bytes_in / got),
            "wire_bytes_one_feed": result.wire_bytes,
            "missing_block_bytes_one_feed": result.initiator.stats.block_bytes_in,
@@ -120,12 +123,13 @@ def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
     raws = list(src.store.iter_blocks(src.author))
     alone = Ledger.open(tmp / f"alone{threads}.sqlite", Identity.from_seed(b"\x09" * 32),
                         config=cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for k in range(0, len(raws), 1000):
         alone.receive_blocks(raws[k:k + 1000], NOW)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     out["receiver_only_blocks_per_s"] = round(len(raws) / elapsed)
     out["receiver_only_vs_raw_verify"] = round(len(raws) / elapsed / verify_rate, 3)
+    out["receiver_only_cpu_us_per_block"] = round(1e6 * cpu / len(raws), 1)
     alone.close()
     src.close()
     dst.close()
@@ -278,7 +282,7 @@ def main() -> int:
         out["append"] = bench_append(tmp, 20_000 if quick else 100_000)
         out["ingest"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate)
         out["ingest_pooled"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate,
-                                            threads=2)
+                                            threads=1)
         out["round_trips"] = bench_round_trips(many_feeds(2_000 if quick else 10_000))
         out["wire_diverged"] = bench_wire_diverged(tmp)
         agents = 50 if quick else args.agents

@@ -114,7 +114,7 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
     if type(txs) is not list or len(txs) > MAX_BLOCK_TXS:
         raise BlockError("malformed", f"txs must be a list of at most {MAX_BLOCK_TXS}")
     try:
-        parsed = tuple(registry.from_wire(item) for item in txs)
+        parsed = registry.txs_from_wire(txs)
     except TxError as exc:
         raise BlockError("tx", str(exc)) from exc
     return Block(author, height, prev, ts, parsed, sig, raw, hashlib.sha256(raw).digest())

@@ -36,7 +36,7 @@ SEED = b"\x42" * 32
 def child(db: str, batch: int) -> None:
     """Append `batch` transactions per block forever, acknowledging each durable block."""
     led = Ledger.open(db, Identity.from_seed(SEED), config=LedgerConfig(check_on_open=False))
-    count = int(led.store.db.execute("SELECT count(*) FROM txs").fetchone()[0])
+    count = led.store.tx_count()
     print("ready", flush=True)
     while True:
         for _ in range(batch):

@@ -116,7 +116,11 @@ def _first_bad(verifier: Verifier, signed: list[tuple[bytes, bytes, bytes]]) -> 
 
 
 class _Pending:
-    """Blocks that passed every check but (with a pool) their signature, in order."""
+    """Blocks that passed every check but (with a pool) their signature, in order.
+
+    With a pool, signatures go out in chunks while this thread decodes the next blocks. When
+    the batch is complete this thread joins in: it verifies itself every chunk the pool has
+    not started yet (cancelled there), so no core waits while signatures are left."""
 
     def __init__(self, store: BlockStore, result: IngestResult, verifier: Verifier,
                  pool: Executor | None) -> None:
@@ -125,7 +129,7 @@ class _Pending:
         self.verifier = verifier
         self.pool = pool
         self.blocks: list[Block] = []
-        self.jobs: list[tuple[int, Future[int]]] = []
+        self.jobs: list[tuple[int, list[tuple[bytes, bytes, bytes]], Future[int]]] = []
         self.submitted = 0
 
     def add(self, block: Block) -> None:
@@ -141,7 +145,8 @@ class _Pending:
     def _submit(self) -> None:
         assert self.pool is not None
         chunk = [(b.author, b.signature, b.signing_bytes()) for b in self.blocks[self.submitted:]]
-        self.jobs.append((self.submitted, self.pool.submit(_first_bad, self.verifier, chunk)))
+        self.jobs.append((self.submitted, chunk,
+                          self.pool.submit(_first_bad, self.verifier, chunk)))
         self.submitted = len(self.blocks)
 
     def flush(self) -> None:
@@ -150,8 +155,15 @@ class _Pending:
         if self.pool is not None:
             if self.submitted < len(self.blocks):
                 self._submit()
-            for start, job in self.jobs:
-                i = job.result()
+            # Take back, newest first and one at a time, the chunks no pool thread has
+            # started, and verify them here while the pool works from the oldest.
+            inline: dict[int, int] = {}
+            for k in range(len(self.jobs) - 1, -1, -1):
+                if not self.jobs[k][2].cancel():
+                    break
+                inline[k] = _first_bad(self.verifier, self.jobs[k][1])
+            for k, (start, _chunk, job) in enumerate(self.jobs):
+                i = inline[k] if k in inline else job.result()
                 if i >= 0:
                     bad = start + i
                     break

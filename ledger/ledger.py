@@ -35,6 +35,11 @@ from mesh.identity import Identity, VerifyCache
 from mesh.identity import verify as ed25519_verify
 
 
+def default_verify_threads() -> int:
+    """`LedgerConfig.verify_threads` unless given: one pool thread when there is a second core."""
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerConfig:
     """Knobs of a node's ledger; the defaults suit a Raspberry Pi."""
@@ -49,9 +54,11 @@ class LedgerConfig:
     """How far ahead of our clock a received block's timestamp may be."""
     check_on_open: bool = True
     """Run SQLite's quick_check when opening (linear in the file size)."""
-    verify_threads: int = 0
+    verify_threads: int = field(default_factory=default_verify_threads)
     """Threads that verify received blocks' signatures beside the decoding (0: none, verify
-    inline). libsodium releases the GIL, so this pays on a device with a spare core."""
+    inline). libsodium releases the GIL, so this pays on a device with a spare core; the
+    ingesting thread verifies whatever the pool has not started, so a busy core costs little.
+    Default: 1 on a machine with more than one core, else 0."""
 
 
 @dataclass(frozen=True, slots=True)

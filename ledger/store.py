@@ -4,14 +4,20 @@ equivocation proofs, checkpoints, peers that were cut off, and (on the backhaul)
 A write returns after SQLite committed it to the WAL with an fsync, so a block that `put_blocks`
 returned is durable across power loss. Opening a file that is not a ledger database, or that is
 corrupt, raises `StorageError` and leaves the file untouched.
+
+The transaction index has one row per block and transaction type (not one per transaction):
+`idxs` holds the indices of that type's transactions in the block, 2 bytes each, big-endian.
+A block of 8 route transactions costs two B-tree entries (block, index row) instead of 25.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ledger.block import Block
@@ -19,7 +25,9 @@ from ledger.errors import StorageError
 from ledger.validate import FeedHead
 
 APPLICATION_ID = 0x4D4C4731  # "MLG1": marks the file as a ledger database
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: one index row per transaction (txs + two indexes). 2: one row per block per transaction
+type (`txidx`); version-1 files are migrated in place when opened."""
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = """
@@ -29,11 +37,9 @@ CREATE TABLE feeds(
 CREATE TABLE blocks(
     author BLOB NOT NULL, height INTEGER NOT NULL, hash BLOB NOT NULL, ts INTEGER NOT NULL,
     raw BLOB NOT NULL, PRIMARY KEY(author, height)) WITHOUT ROWID;
-CREATE TABLE txs(
-    author BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, type TEXT NOT NULL,
-    ts INTEGER NOT NULL, PRIMARY KEY(author, height, idx)) WITHOUT ROWID;
-CREATE INDEX txs_by_type ON txs(type, ts);
-CREATE INDEX txs_by_time ON txs(ts);
+CREATE TABLE txidx(
+    type TEXT NOT NULL, ts INTEGER NOT NULL, author BLOB NOT NULL, height INTEGER NOT NULL,
+    idxs BLOB NOT NULL, PRIMARY KEY(type, ts, author, height)) WITHOUT ROWID;
 CREATE TABLE equivocations(
     author BLOB NOT NULL, height INTEGER NOT NULL, raw_a BLOB NOT NULL, raw_b BLOB NOT NULL,
     found_ms INTEGER NOT NULL, PRIMARY KEY(author, height));
@@ -106,9 +112,31 @@ class SqliteStore:
                              + f"PRAGMA application_id={APPLICATION_ID};"
                              + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 1:
+            self._migrate_v1()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             raise StorageError(f"{self.path} has schema {version}; this build reads "
                                f"{SCHEMA_VERSION}")
+
+    def _migrate_v1(self) -> None:
+        """Schema 1 -> 2 in one transaction: per-transaction index rows become one row per
+        block and type. A crash in between leaves the file at version 1 (WAL rollback)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_TXIDX_DDL)
+            rows = db.execute("SELECT type, ts, author, height, group_concat(idx) FROM txs "
+                              "GROUP BY type, ts, author, height")
+            db.executemany("INSERT INTO txidx(type, ts, author, height, idxs) VALUES (?,?,?,?,?)",
+                           ((t, ts, a, h, pack_idxs(sorted(int(i) for i in idxs.split(","))))
+                            for t, ts, a, h, idxs in rows.fetchall()))
+            db.execute("DROP TABLE txs")  # drops its two indexes too
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -180,9 +208,8 @@ class SqliteStore:
         try:
             db.executemany("INSERT INTO blocks(author, height, hash, ts, raw) VALUES (?,?,?,?,?)",
                            [(b.author, b.height, b.hash, b.timestamp_ms, b.raw) for b in blocks])
-            db.executemany("INSERT INTO txs(author, height, idx, type, ts) VALUES (?,?,?,?,?)",
-                           [(b.author, b.height, i, tx.type, b.timestamp_ms)
-                            for b in blocks for i, tx in enumerate(b.txs)])
+            db.executemany("INSERT INTO txidx(type, ts, author, height, idxs) VALUES (?,?,?,?,?)",
+                           _index_rows(blocks))
             last: dict[bytes, Block] = {}
             for b in blocks:
                 last[b.author] = b
@@ -235,14 +262,30 @@ class SqliteStore:
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = "SELECT author, height, idx, type, ts FROM txs"
+        sql = "SELECT author, height, ts, type, idxs FROM txidx"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts, author, height, idx"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        return [TxRow(a, h, i, t, ts) for a, h, i, t, ts in self.db.execute(sql, args)]
+        # One row per block and type: rows of one block are adjacent, merged by index below.
+        sql += " ORDER BY ts, author, height"
+        out: list[TxRow] = []
+        block: list[TxRow] = []
+        for a, h, ts, t, idxs in self.db.execute(sql, args):
+            if block and (block[0].height != h or block[0].author != a or block[0].ts != ts):
+                block.sort(key=_by_idx)
+                out += block
+                block = []
+                if limit is not None and len(out) >= limit:
+                    break
+            block += [TxRow(a, h, i, t, ts) for i in unpack_idxs(idxs)]
+        else:
+            block.sort(key=_by_idx)
+            out += block
+        return out if limit is None else out[:limit]
+
+    def tx_count(self) -> int:
+        """Transactions indexed (every stored block's)."""
+        row = self.db.execute("SELECT coalesce(sum(length(idxs)), 0) / 2 FROM txidx").fetchone()
+        return int(row[0])
 
     # ---------------------------------------------------------------- checkpoints, retention
 
@@ -309,7 +352,14 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("DELETE FROM blocks WHERE author=? AND height=?", doomed)
-            db.executemany("DELETE FROM txs WHERE author=? AND height=?", doomed)
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed(author BLOB NOT NULL, "
+                       "height INTEGER NOT NULL, PRIMARY KEY(author, height)) WITHOUT ROWID")
+            db.execute("DELETE FROM temp.doomed")
+            db.executemany("INSERT INTO temp.doomed VALUES (?,?)", doomed)
+            # txidx is keyed by type first: one scan finds a pruned block's rows of every type
+            db.execute("DELETE FROM txidx WHERE (author, height) IN "
+                       "(SELECT author, height FROM temp.doomed)")
+            db.execute("DELETE FROM temp.doomed")
             db.executemany("UPDATE feeds SET base_height=max(base_height, ?) WHERE author=?",
                            [(h, a) for a, h in bases.items()])
             db.execute("COMMIT")
@@ -342,6 +392,46 @@ class SqliteStore:
 
     def is_enrolled(self, key: bytes) -> bool:
         return self.db.execute("SELECT 1 FROM enrolled WHERE key=?", (key,)).fetchone() is not None
+
+
+_TXIDX_DDL = SCHEMA[SCHEMA.index("CREATE TABLE txidx("):SCHEMA.index("CREATE TABLE equivocations(")]
+
+
+def pack_idxs(idxs: Sequence[int]) -> bytes:
+    """Transaction indices of one block (< 65536, see `ledger.block.MAX_BLOCK_TXS`) as bytes."""
+    return struct.pack(f">{len(idxs)}H", *idxs)
+
+
+@lru_cache(maxsize=256)
+def _all_idxs(count: int) -> bytes:
+    return pack_idxs(range(count))
+
+
+def unpack_idxs(data: bytes) -> tuple[int, ...]:
+    return struct.unpack(f">{len(data) // 2}H", data)
+
+
+def _by_idx(row: TxRow) -> int:
+    return row.idx
+
+
+def _index_rows(blocks: Sequence[Block]) -> list[tuple[str, int, bytes, int, bytes]]:
+    """The transaction index rows of `blocks`: one per block and transaction type."""
+    rows: list[tuple[str, int, bytes, int, bytes]] = []
+    for b in blocks:
+        txs = b.txs
+        if not txs:
+            continue
+        first = txs[0].type
+        if all(tx.type == first for tx in txs):  # the usual block: one type
+            rows.append((first, b.timestamp_ms, b.author, b.height, _all_idxs(len(txs))))
+            continue
+        by_type: dict[str, list[int]] = {}
+        for i, tx in enumerate(txs):
+            by_type.setdefault(tx.type, []).append(i)
+        rows += [(t, b.timestamp_ms, b.author, b.height, pack_idxs(idxs))
+                 for t, idxs in by_type.items()]
+    return rows
 
 
 def _refuse_foreign_file(path: Path) -> None:

@@ -201,19 +201,31 @@ _FAST_TEST = {
 """Per kind, a Python test that passes only values `_check_value` accepts (`v` the value)."""
 
 
-def _compile_map(prefix: str, fields: Mapping[str, Field]) -> Checker:
+def _compile_map(prefix: str, fields: Mapping[str, Field], *, body: bool = False,
+                 extra: Callable[[Mapping[str, Any]], None] | None = None) -> Checker:
     """What `_check_map(prefix, fields, body)` does, as one generated function per schema.
 
     Each scalar field becomes one inline test; a value failing it (or a rare kind: lists,
     free maps, any) goes to `_check_value`, which raises the precise error or lets an
     absent optional value pass. The schemas come from code (plugins), not from the wire.
+    `body` makes it the whole check of a transaction body: the body must be a map with
+    string keys; `extra`, the type's own check, runs last.
     """
     names: dict[str, Any] = {"_isfinite": math.isfinite, "_names": frozenset(fields),
-                             "_unknown": partial(_check_map, prefix, fields)}
-    lines = ["def check(body):",
-             "    if not _names.issuperset(body):",
-             "        _unknown(body)",
-             "    get = body.get"]
+                             "_unknown": partial(_check_map, prefix, fields),
+                             "_dict": dict, "_proxy": MappingProxyType, "_extra": extra,
+                             "_not_a_body": _not_a_body}
+    lines = ["def check(body):"]
+    if body:
+        lines += ["    if type(body) is not _dict and type(body) is not _proxy:",
+                  "        _not_a_body(body)",
+                  "    if not _names.issuperset(body):",
+                  "        _not_a_body(body)",
+                  "        _unknown(body)"]
+    else:
+        lines += ["    if not _names.issuperset(body):",
+                  "        _unknown(body)"]
+    lines.append("    get = body.get")
     for k, (key, spec) in enumerate(fields.items()):
         names[f"_slow{k}"] = partial(_check_value, prefix + key, spec)
         lines.append(f"    v = get({key!r})")
@@ -235,29 +247,25 @@ def _compile_map(prefix: str, fields: Mapping[str, Field]) -> Checker:
             names[f"_hi{k}"] = spec.hi
             bounds += f" and {what} <= _hi{k}"
         lines.append(f"    if not ({test.format(range=bounds, size=bounds)}): _slow{k}(v)")
+    if extra is not None:
+        lines.append("    _extra(body)")
     exec("\n".join(lines), names)  # the source is built above from the schema alone
     check: Checker = names["check"]
     return check
 
 
+def _not_a_body(body: Any) -> None:
+    """Raise for a body that is no map, or a map with a key that is no string."""
+    if type(body) is not dict and type(body) is not MappingProxyType:
+        raise TxSchemaError("type", "body must be a map")
+    for key in body:
+        if type(key) is not str:
+            raise TxSchemaError("type", "body keys must be strings")
+
+
 def _compile_type(tx_type: TxType) -> Checker:
     """The whole body check of a type: key types, schema, then the type's own `check`."""
-    body_check = _compile_map("", tx_type.fields)
-    names = frozenset(tx_type.fields)
-    extra = tx_type.check
-
-    def check(body: Any) -> None:
-        if type(body) is not dict and type(body) is not MappingProxyType:
-            raise TxSchemaError("type", "body must be a map")
-        if not names.issuperset(body):  # an unknown key; a key that is no str is worse
-            for key in body:
-                if type(key) is not str:
-                    raise TxSchemaError("type", "body keys must be strings")
-        body_check(body)
-        if extra is not None:
-            extra(body)
-
-    return check
+    return _compile_map("", tx_type.fields, body=True, extra=tx_type.check)
 
 
 class TxRegistry:
@@ -306,9 +314,27 @@ class TxRegistry:
         """A transaction from its decoded wire form `[type, body]`, validated."""
         if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
             raise TxSchemaError("malformed", "a transaction is [type, body]")
-        tx = Transaction(value[0], value[1])
-        self.validate(tx)
-        return tx
+        name, body = value
+        check = self._checks.get(name)
+        if check is None:
+            raise UnknownTxType("unknown_type", repr(name)[:80])
+        check(body)
+        return Transaction(name, body)
+
+    def txs_from_wire(self, values: list[Any]) -> tuple[Transaction, ...]:
+        """`from_wire` of each item of a block's transaction list (the receiving hot path)."""
+        checks = self._checks
+        out: list[Transaction] = []
+        for value in values:
+            if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
+                raise TxSchemaError("malformed", "a transaction is [type, body]")
+            name, body = value
+            check = checks.get(name)
+            if check is None:
+                raise UnknownTxType("unknown_type", repr(name)[:80])
+            check(body)
+            out.append(Transaction(name, body))
+        return tuple(out)
 
     def decode(self, data: bytes) -> Transaction:
         """A transaction from untrusted bytes; raises a `TxError` or `CodecError`."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from ledger import Ledger, Transaction
 from ledger.block import Block
 from ledger.checkpoint import MerkleTree
 from ledger.errors import BlockError, StorageError, TxError
+from ledger.ingest import ingest
 from ledger.local import sync_pair
 from mesh import events as ev
 from mesh.identity import Identity
@@ -185,6 +188,7 @@ def test_retention_prunes_only_checkpointed_blocks_of_others(make_ledger: MakeLe
     assert a.store.blocks_bytes() < before
     assert a.height() == 29 and len(list(a.store.iter_blocks(a.author))) == 30
     assert a.store.base_height(b.author) == 19
+    assert len(a.query(author=b.author)) == 11 and a.store.tx_count() == 30 + 11  # index pruned
     assert a.verify(NOW + 50).ok
     # A pruned feed still syncs forward from its base.
     b.append(left(99), NOW + 60)
@@ -248,3 +252,111 @@ def test_blocks_before_a_bad_signature_are_stored_with_or_without_a_pool(
     other = make_ledger("q", 2, verify_threads=threads)
     assert sync_pair(other, led, NOW).error is None
     assert other.store.head(author.public_key) == led.store.head(author.public_key)
+
+
+def route(i: int) -> Transaction:
+    return Transaction("mesh.route_added", {"dest": bytes(8), "next_hop": b"n" * 8, "hops": i,
+                                            "seq": i, "lifetime_s": 6.0, "t": float(i)})
+
+
+def test_index_rows_per_type_keep_the_replay_order_and_limits(make_ledger: MakeLedger) -> None:
+    led = make_ledger("a", 1)
+    for tx in (left(0), route(1), left(2), route(3), left(4)):  # one block, types interleaved
+        led.append(tx, NOW)
+    led.flush(NOW)
+    led.append(route(5), NOW + 1)
+    led.flush(NOW + 1)
+    assert [(r.height, r.index, r.tx.type[5:]) for r in led.query()] == [
+        (0, 0, "manet_left"), (0, 1, "route_added"), (0, 2, "manet_left"),
+        (0, 3, "route_added"), (0, 4, "manet_left"), (1, 0, "route_added")]
+    assert [(r.height, r.index) for r in led.query(type="mesh.route_added")] == [
+        (0, 1), (0, 3), (1, 0)]
+    assert [r.index for r in led.query(limit=4)] == [0, 1, 2, 3]
+    assert [r.index for r in led.query(type="mesh.manet_left", limit=2)] == [0, 2]
+    assert [r.height for r in led.query(since_ms=int((NOW + 1) * 1000))] == [1]
+    assert [r.index for r in led.query(author=led.author, until_ms=int((NOW + 1) * 1000))] == [
+        0, 1, 2, 3, 4]
+    assert led.store.tx_count() == 6
+
+
+def test_schema_1_files_are_migrated_in_place(tmp_path: Path) -> None:
+    """A file written by the previous build (one index row per transaction) opens, is
+    converted to one row per block and type, and answers the same queries."""
+    me = Identity.from_seed(b"\x01" * 32)
+    path = tmp_path / "old.sqlite"
+    led = Ledger.open(path, me)
+    for i in range(10):
+        led.append(left(i) if i % 3 else route(i), NOW + i // 4)
+        if i % 4 == 3:
+            led.flush(NOW + i // 4)
+    led.flush(NOW + 3)
+    before = [(r.author, r.height, r.index, r.time_ms, r.tx) for r in led.query()]
+    rows = [(r.author, r.height, r.idx, r.type, r.ts) for r in led.store.tx_rows()]
+    led.close()
+    con = sqlite3.connect(path, isolation_level=None)  # rewrite it as schema 1 wrote it
+    con.executescript(
+        "BEGIN; DROP TABLE txidx;"
+        "CREATE TABLE txs(author BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL,"
+        " type TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY(author, height, idx)) WITHOUT ROWID;"
+        "CREATE INDEX txs_by_type ON txs(type, ts); CREATE INDEX txs_by_time ON txs(ts);"
+        "PRAGMA user_version=1; COMMIT;")
+    con.executemany("INSERT INTO txs VALUES (?,?,?,?,?)", rows)
+    con.close()
+    again = Ledger.open(path, me)
+    try:
+        assert again.store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert [(r.author, r.height, r.index, r.time_ms, r.tx) for r in again.query()] == before
+        assert len(before) == 10 and again.verify(NOW + 5).ok
+        names = {n for (n,) in again.store.db.execute("SELECT name FROM sqlite_master")}
+        assert "txs" not in names and "txs_by_type" not in names
+    finally:
+        again.close()
+
+
+def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    Ledger.open(path, Identity.from_seed(b"\x01" * 32)).close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version=3")
+    con.close()
+    with pytest.raises(StorageError, match="schema 3"):
+        Ledger.open(path, Identity.from_seed(b"\x01" * 32))
+
+
+class _IdlePool(Executor):
+    """A pool whose threads never start a job: the ingesting thread must take every chunk back."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return Future()
+
+
+class _EagerPool(Executor):
+    """A pool that finishes each job before `submit` returns."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+@pytest.mark.parametrize("pool", [_IdlePool(), _EagerPool()], ids=["idle", "eager"])
+def test_the_first_bad_signature_wins_whoever_verified_it(make_ledger: MakeLedger,
+                                                           pool: Executor) -> None:
+    """Chunks verified by the ingesting thread (taken back from the pool, newest first) or by
+    the pool: the earliest bad block decides what is stored."""
+    author = Identity.from_seed(b"\x05" * 32)
+    chain: list[Block] = []
+    prev = bytes(32)
+    for h in range(200):
+        chain.append(Block.create(author, h, prev, int(NOW * 1000), (left(h),)))
+        prev = chain[-1].hash
+    raws = [b.raw for b in chain]
+    for bad in (30, 170):  # in the first and the third chunk
+        raws[bad] = raws[bad][:-1] + bytes([raws[bad][-1] ^ 1])
+    led = make_ledger("p", 1)
+    with pytest.raises(BlockError, match="height 30"):
+        ingest(led.store, raws, led.registry, int(NOW * 1000), pool=pool)
+    assert led.store.head(author.public_key).height == 29  # type: ignore[union-attr]
+    result = ingest(led.store, [b.raw for b in chain[30:]], led.registry, int(NOW * 1000),
+                    pool=pool)
+    assert len(result.stored) == 170 and led.verify(NOW).ok
