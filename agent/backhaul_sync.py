@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from agent.config import BackhaulSection
+from agent.config import BackhaulSection, ConfigError
 from agent.logs import NodeLogger
 from agent.recorder import LedgerRecorder
 from ledger.backhaul.client import SyncResult, sync_with_backhaul
@@ -23,6 +24,19 @@ from ledger.meshlink import is_ledger_payload
 from mesh import events as ev
 from mesh.frames import BACKHAUL
 from mesh.line import LineStatus
+
+if TYPE_CHECKING:
+    import ssl
+
+
+def tls_context(cafile: str) -> ssl.SSLContext:
+    """A client context that trusts `cafile` only and checks the backhaul's host name."""
+    import ssl  # here: an agent without TLS does not load OpenSSL (agent/launch.py)
+
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("backhaul.tls_ca", f"cannot load {cafile}: {exc}") from exc
 
 
 class BackhaulSync:
@@ -39,8 +53,9 @@ class BackhaulSync:
         self.has_gateway = has_gateway
         self.log = log
         self.key = bytes.fromhex(section.key) if section.key else None
+        self.tls = tls_context(section.tls_ca) if section.tls_ca else None
         self.client = MeshSyncClient(recorder.ledger, lambda p: send_data(BACKHAUL, p))
-        self.relay = GatewayRelay(section.host, section.port, send_data)
+        self.relay = GatewayRelay(section.host, section.port, send_data, ssl_context=self.tls)
         self.results: list[SyncResult] = []
         self.failures = 0
         self._wake = asyncio.Event()
@@ -82,7 +97,8 @@ class BackhaulSync:
             if self.line().is_gateway:
                 way = "direct"
                 result = await sync_with_backhaul(self.recorder.ledger, s.host, s.port,
-                                                  backhaul_key=self.key, timeout=s.timeout_s)
+                                                  backhaul_key=self.key, timeout=s.timeout_s,
+                                                  ssl_context=self.tls)
             elif self.has_gateway():
                 way = "mesh"
                 result = await self.client.sync(backhaul_key=self.key, timeout=s.timeout_s)

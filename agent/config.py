@@ -223,6 +223,10 @@ class BackhaulSection:
     """Time between two syncs (a sync also runs when a line or a gateway comes back)."""
     timeout_s: float = 30.0
     """A sync that takes longer is abandoned."""
+    tls_ca: str = ""
+    """PEM file of the CA (or the backhaul's own certificate) that signs the backhaul's TLS
+    certificate; set = sync over TLS (directly, and a gateway's relay to the backhaul);
+    empty = plain TCP, the backhaul's key still authenticating it inside the sync."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -217,7 +217,7 @@ class Lab:
         host.log = host.dir / "agent.log"
         with open(host.log, "ab") as log:
             host.proc = subprocess.Popen(
-                ["ip", "netns", "exec", host.ns, self.python, "-m", "agent.cli", "run",
+                ["ip", "netns", "exec", host.ns, self.python, "-m", "agent", "run",
                  "--config", str(config)],
                 stdout=log, stderr=subprocess.STDOUT)
         return host

@@ -3,6 +3,7 @@ carries its own OpenSSL), byte for byte compatible with what `cryptography` writ
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Hashable
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from agent.launch import wants_openssl
 from mesh.identity import Identity, IdentityError
 from mesh.seal import Sealer, SealError
 
@@ -235,3 +237,38 @@ async def test_blast_window_keeps_at_most_window_payloads_unacknowledged() -> No
     assert receiver.received_from[a] == 100 and sender.acked[b] == 100  # the last is acked
     assert all(len(p) == 40 for p in sent)
     assert max(unacked) == 32  # the window filled, and never overflowed
+
+
+def test_run_without_tls_keeps_openssl_out(tmp_path: Path) -> None:
+    """`manet-agent run` with no `[backhaul] tls_ca` never maps libcrypto, and hashing, the
+    mesh core and the ledger still work (hashlib's built-in SHA-256 gives the same digests)."""
+    plain, tls, broken = tmp_path / "plain.toml", tmp_path / "tls.toml", tmp_path / "broken.toml"
+    plain.write_text('[backhaul]\nhost = "10.0.0.1"\n')
+    tls.write_text('[backhaul]\nhost = "10.0.0.1"\ntls_ca = "/etc/ca.pem"\n')
+    broken.write_text("[backhaul\n")
+    assert not wants_openssl(["run", "--config", str(plain)])
+    assert not wants_openssl(["run", f"--config={plain}"])
+    assert wants_openssl(["run", "--config", str(tls)])
+    assert wants_openssl(["run", "--config", str(broken)])  # the CLI reports it as usual
+    assert wants_openssl(["run", "--config", str(tmp_path / "missing.toml")])
+    assert wants_openssl(["status", "--config", str(plain)])
+    key = tmp_path / "node.key"
+    Identity.generate().save(key)
+    code = (
+        "from agent.launch import skip_openssl; skip_openssl()\n"
+        "import asyncio, hashlib, random\n"
+        "from agent import app\n"
+        "from ledger import Ledger\n"
+        "from mesh.identity import Identity\n"
+        "from mesh.node import MeshNode\n"
+        f"me = Identity.load({str(key)!r})\n"
+        "node = MeshNode(identity=me, rng=random.Random(1), now=0.0)\n"
+        "node.send_data(Identity.from_seed(bytes(32)).node_id, b'x', 0.0)\n"
+        f"led = Ledger.open({str(tmp_path / 'l.sqlite')!r}, me)\n"
+        "led.close()\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "print('libcrypto' in maps, 'libssl' in maps, hashlib.sha256(b'abc').hexdigest())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False", hashlib.sha256(b"abc").hexdigest()]

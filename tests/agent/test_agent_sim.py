@@ -8,9 +8,11 @@ control commands are exercised without namespaces.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from sim_radio.medium_protocol import FrameIn, FrameOut, Join, Welcome, decode, encode
 
 from agent.app import Agent
@@ -142,19 +144,25 @@ async def test_small_medium_mtu_fragments_frames(tmp_path: Path) -> None:
         medium.transport.close()
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
-        tmp_path: Path) -> None:
-    """Agent 0 has a line and syncs over TCP; agent 2 (no line) syncs through agent 0."""
+        tmp_path: Path, tls: bool, tls_files: tuple[Path, Path]) -> None:
+    """Agent 0 has a line and syncs over TCP (or TLS); agent 2 (no line) syncs through agent 0,
+    whose relay opens the backhaul connection (over TLS too)."""
     store = SqliteStore(str(tmp_path / "backhaul.sqlite"))
     server_id = Identity.from_seed(b"\x33" * 32)
     server = BackhaulServer(store, server_id, default_registry())
-    port = await server.start("127.0.0.1", 0)
+    server_tls = None
+    if tls:
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(*tls_files)
+    port = await server.start("127.0.0.1", 0, ssl_context=server_tls)
     for i in range(3):
         store.enrol(Identity.from_seed(bytes([i + 7]) * 32).public_key, f"n{i}", 0)
     agents, medium = await start_agents(
         tmp_path, 3, mtu=1400,
         backhaul={"host": "127.0.0.1", "port": port, "key": server_id.public_key.hex(),
-                  "interval_s": 3600.0})
+                  "interval_s": 3600.0, **({"tls_ca": str(tls_files[0])} if tls else {})})
     try:
         far = agents[2]
         await wait_until(lambda: far.node is not None and far.node.gateway is not None)
