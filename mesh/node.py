@@ -205,7 +205,45 @@ class MeshNode:
                            self._gateway_score(gw) or 0.0)
 
     def get_timer(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        """The earliest deadline at which `handle_timer` has something to do.
+
+        Entries that would do nothing when they fire are settled here, so the caller is not
+        woken for them: a neighbour heard again since its entry was pushed moves to its new
+        expiry, a route's entry to the route's new expiry, and a replaced HELLO time or the
+        entry of a forgotten neighbour or route is dropped. Each HELLO refreshes a neighbour
+        and its direct route, so without this a node with 20 neighbours would be woken about
+        40 times a second to find nothing due.
+        """
+        timers = self._timers
+        neighbours = self._neighbours
+        routes = self._routes
+        while timers:
+            when, _, kind, key = timers[0]
+            if kind == "neighbour":
+                assert isinstance(key, Neighbour)
+                if neighbours.get(key.node) is not key:
+                    heapq.heappop(timers)
+                    continue
+                expiry = key.expiry(self.config.allowed_hello_loss)
+                if expiry > when:
+                    self._timer_seq += 1
+                    heapq.heapreplace(timers, (expiry, self._timer_seq, kind, key))
+                    continue
+            elif kind == "route":
+                assert isinstance(key, Route)
+                if routes.get(key.dest) is not key or key.timer_at != when:
+                    heapq.heappop(timers)
+                    continue
+                if key.expiry > when:
+                    key.timer_at = key.expiry
+                    self._timer_seq += 1
+                    heapq.heapreplace(timers, (key.expiry, self._timer_seq, kind, key))
+                    continue
+            elif kind == "hello" and when < self._next_hello:
+                heapq.heappop(timers)
+                continue
+            return when
+        return None
 
     @property
     def pending_timers(self) -> int:
@@ -579,34 +617,38 @@ class MeshNode:
     def _on_control(self, frame: Control, iface: str, link: Hashable, now: float) -> None:
         body = frame.body
         origin = frame.origin
+        sender = frame.sender
+        frame_type = frame.type
         if origin == self.id:
             self._drop("duplicate")
             return
-        freshness = self._replay.check(origin, body.counter)
+        replay = self._replay
+        freshness = replay.check(origin, body.counter)
         if freshness is not Freshness.FRESH:
             self._drop("duplicate" if freshness is Freshness.DUPLICATE else "replay")
             return
-        if frame.type == T_RREQ and self._blacklisted(frame.sender, now):
-            self._drop("blacklisted")
-            return
-        if frame.type in (T_RREQ, T_RREP) and not self._hop_chain_ok(frame):
-            self._drop("bad_hop_count")
-            return
-        if frame.type in (T_HELLO, T_RERR, T_RREP_ACK) and frame.sender != origin:
+        if frame_type in (T_RREQ, T_RREP):
+            if frame_type == T_RREQ and self._blacklisted(sender, now):
+                self._drop("blacklisted")
+                return
+            if not self._hop_chain_ok(frame):
+                self._drop("bad_hop_count")
+                return
+        elif sender != origin:  # HELLO, RERR and RREP-ACK are one hop
             self._drop("forwarded_hop_local")
             return
         if not self._verify(body.origin_pk, frame.signature, frame.signed,
-                            SIGNING_PREFIX[frame.type]):
+                            SIGNING_PREFIX[frame_type]):
             self._drop("bad_signature")
             return
-        self._replay.accept(origin, body.counter)
+        replay.accept(origin, body.counter)
         # Link addresses are bound to the authenticated originator for one-hop frames; for a
         # forwarded frame the sender field is only the previous hop's claim.
-        if frame.sender == origin:
+        if sender == origin:
             self._learn(origin, body.origin_pk, iface, link)
         else:
-            if frame.sender not in self._links:
-                self._learn(frame.sender, None, iface, link)
+            if sender not in self._links:
+                self._learn(sender, None, iface, link)
             self._learn(origin, body.origin_pk, None, None)
         if isinstance(body, Hello):
             self._on_hello(body, origin, iface, link, now)
@@ -615,10 +657,10 @@ class MeshNode:
         elif isinstance(body, Rrep):
             self._on_rrep(frame, body, now)
         elif isinstance(body, Rerr):
-            self._on_rerr(frame.sender, body, now)
+            self._on_rerr(sender, body, now)
         elif isinstance(body, RrepAck):
-            self._awaiting_ack.pop(frame.sender, None)
-            self._confirmed[frame.sender] = now
+            self._awaiting_ack.pop(sender, None)
+            self._confirmed[sender] = now
 
     def _hop_chain_ok(self, frame: Control) -> bool:
         body = frame.body

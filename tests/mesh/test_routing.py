@@ -347,3 +347,35 @@ def test_forwarder_without_route_tells_the_previous_hop() -> None:
     stats = net.nodes[1].stats
     assert stats["drop_no_route"] == 1 and stats["drop_no_link"] == 0
     assert stats["tx_rerr"] == 1 and net.nodes[0].stats["rx_rerr"] == 1
+
+
+def test_a_node_is_woken_for_hellos_not_for_refreshed_neighbours() -> None:
+    # Node 0 hears ten neighbours' HELLOs every second; each refreshes a neighbour entry and
+    # its direct route. get_timer settles those entries, so node 0 wakes about once per
+    # HELLO of its own (it used to wake about twenty times a second to find nothing due).
+    net = LinkGraph(11, seed=21, lines=ALL_LINES)
+    for k in range(1, 11):
+        net.connect(0, k)
+    woken: list[float] = []
+    hub = net.nodes[0]
+    handle = hub.handle_timer
+
+    def counted(now: float) -> None:
+        woken.append(now)
+        handle(now)
+
+    hub.handle_timer = counted  # type: ignore[method-assign]
+    net.run(30.0)
+    assert len(hub.neighbours()) == 10
+    hellos = hub.stats["tx_hello"]
+    assert 28 <= hellos <= 36
+    assert len(woken) <= hellos + 5
+    # A neighbour that falls silent is still declared down on time.
+    cut_at = net.now
+    net.cut(5, 0)
+    net.run(cut_at + 4.0)
+    [down] = net.of_type(0, ev.NeighbourDown)
+    assert down.node == net.id(5) and down.reason == "hello timeout"
+    assert cut_at + 1.0 <= down.time <= cut_at + 2.0 + 1e-9
+    route = hub.route_to(net.id(5))
+    assert route is None
