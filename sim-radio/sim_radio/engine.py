@@ -338,16 +338,22 @@ class Simulation:
                 self._data_event(i, event)
             event = node.next_event()
         t = node.get_timer()
-        if t is not None and t != self._armed[i]:
-            self._armed[i] = t
-            now = self.clock.now
-            self.clock.at(t if t > now else now, PRIO_TIMER, self._fire, i)
+        if t is not None:
+            # Only an earlier deadline needs a new entry: when the core's deadline moved
+            # later, the pending entry wakes it early (handle_timer then finds nothing due)
+            # and this re-arms it, which is cheaper than an entry per move.
+            armed = self._armed[i]
+            if armed is None or t < armed:
+                now = self.clock.now
+                if t < now:
+                    t = now
+                self._armed[i] = t
+                self.clock.at(t, PRIO_TIMER, self._fire, i)
 
     def _fire(self, i: int) -> None:
-        armed = self._armed[i]
         now = self.clock.now
-        if armed is None or (armed != now and armed > now):
-            return  # a stale entry: the core's deadline moved
+        if self._armed[i] != now:
+            return  # a stale entry: an earlier one was armed since, and has fired
         self._armed[i] = None
         self.nodes[i].handle_timer(now)
         self._drain(i)
