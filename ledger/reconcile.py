@@ -91,6 +91,10 @@ class ReconIndex:
             k += 1
         return out
 
+    def item_of(self, author: bytes) -> Item | None:
+        k = bisect_left(self.keys, author)
+        return self.items[k] if k < len(self.keys) and self.keys[k] == author else None
+
     def fingerprint(self, i: int, j: int) -> bytes:
         return fingerprint((self._sums[j] - self._sums[i]) % _MOD, j - i)
 

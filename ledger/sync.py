@@ -11,21 +11,31 @@ interrupted sync resumable: every block is validated and stored as its message a
 new session after a cut reconciles from the new heads and asks only for what is still missing.
 
 Message (deterministic CBOR map):
-{0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error, 6: no_push, 7: proofs}
+{0: version, 1: ranges, 2: wants, 3: blocks, 4: done, 5: error, 6: no_push, 7: proofs,
+ 8: estimator, 9: sketch}
 - ranges: groups [lo, mode, payload]; mode 1 (fingerprints): payload [[hi, ...], fps],
   consecutive sub-ranges from lo, `fps` their 8-byte fingerprints end to end (an empty
   range has `EMPTY_FP`); mode 2 (item list): payload [hi, ids, [height, ...]], `ids` the
   items' author prefix (first 8 bytes of the key) + 8-byte head hash end to end
   (see `ledger.reconcile`); hi None = end. Packing them saves the per-value CBOR headers,
   which were a third of the reconciliation bytes;
-- wants: [[author prefix, from_height], ...]: send me the feed(s) with that prefix from there;
+- wants: [[author prefix, from_height], ...]: send me the feed(s) with that prefix (6 bytes
+  or more) from there;
 - blocks: encoded blocks, each feed in height order;
 - done: the sender has nothing more to ask or send; the session ends when both said done;
 - no_push: the sender only uploads; send it nothing it did not ask for;
 - proofs: [[block, block], ...] equivocation proofs the sender holds (first message only): the
   receiver checks them, keeps them and stops extending the author's feed.
+- estimator: [whole-set fingerprint, per-bucket fingerprints and counts] (`ledger.sketch`),
+  the initiator's first message when it holds more than `IDLIST_MAX` feeds;
+- sketch: the responder's invertible Bloom lookup table of its feed heads, sized from the
+  difference the estimator shows (`ledger.sketch.Iblt`), the reply to an estimator.
 A side that receives an item list knows both sides of that range: it asks for what it lacks
-and pushes what the other lacks, without another round trip.
+and pushes what the other lacks, without another round trip. So does an initiator that
+decodes a sketch (its table subtracted from the peer's gives the heads that differ). When
+the estimator shows too many differences, or the sketch does not decode, reconciliation
+goes on by ranges from the whole key space (the responder, resp. the initiator, sends the
+first fingerprints): finding a difference then costs one round trip more than ranges alone.
 
 Bounds: a message is at most `max_message_bytes`; ranges, items and wants per message are
 capped; a session stores at most `max_session_bytes` of blocks and `max_new_feeds` new feeds
@@ -40,7 +50,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ledger import codec
+from ledger import codec, sketch
 from ledger.block import MAX_BLOCK_BYTES
 from ledger.errors import BlockError, CodecError, SyncError
 from ledger.ingest import BlockStore, accept_proof, ingest
@@ -58,10 +68,13 @@ from ledger.tx import TxRegistry
 from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier
 from mesh.identity import verify as ed25519_verify
 
-VERSION = 2
+VERSION = 3
+"""2: no sketches; 3: estimator and sketch (a version-2 peer is cut as malformed)."""
 M_FP = 1
 M_IDS = 2
-K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH, K_PROOFS = range(8)
+(K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH, K_PROOFS, K_EST,
+ K_SKETCH) = range(10)
+_KEYS = frozenset(range(10))
 MAX_PROOFS = 16
 """Equivocation proofs passed on per session (they are rare; each is two blocks)."""
 
@@ -103,6 +116,11 @@ class SyncConfig:
     fetch: bool = True
     """Ask for the peer's feeds. False = upload only: we tell the peer not to push anything
     we did not ask for (a device syncing with a fleet's backhaul does not want every feed)."""
+    sketch: bool = True
+    """As initiator, open with a difference estimator and reconcile by sketch (False: by
+    ranges from the first message). A responder always answers an estimator."""
+    max_sketch_cells: int = 65536
+    """Largest sketch we build or accept (15 bytes a cell; a sketch decodes ~0.7 keys a cell)."""
 
 
 @dataclass(slots=True)
@@ -119,6 +137,10 @@ class SyncStats:
     """Messages exchanged until no range was left to reconcile."""
     duplicates: int = 0
     equivocations: int = 0
+    sketch_cells: int = 0
+    """Cells of the sketch this session used (0: none)."""
+    sketch_failed: bool = False
+    """The sketch did not decode and reconciliation went on by ranges."""
 
 
 @dataclass(slots=True)
@@ -151,6 +173,9 @@ class SyncSession:
         self.stats = SyncStats()
         self._plan = _Plan()
         self._out_ranges: list[list[Any]] = []
+        self._out_est: list[bytes] | None = None
+        self._out_sketch: bytes | None = None
+        self._sent_est = False
         self._wants_new: list[list[Any]] = []
         self._peer_fetches = True
         self._sent_done = False
@@ -166,7 +191,13 @@ class SyncSession:
         """The initiator's first message: fingerprints (or the item list) of all its feeds."""
         if not self.initiator or self.stats.messages_out:
             raise SyncError("local", "start() is for the initiator, once")
-        self._out_ranges = self._describe(b"", None, 0, len(self.index))
+        n = len(self.index)
+        if self.config.sketch and n > IDLIST_MAX and sketch.usable(self.index.items):
+            est = sketch.Estimator.of(self.index, sketch.bucket_count(n))
+            self._out_est = [est.total, est.buckets]
+            self._sent_est = True
+        else:
+            self._out_ranges = self._describe(b"", None, 0, n)
         return self._build(now)
 
     def receive(self, data: bytes, now: float) -> bytes | None:
@@ -190,11 +221,14 @@ class SyncSession:
             self._take_proofs(msg.get(K_PROOFS, []), now)
             self._take_blocks(msg.get(K_BLOCKS, []), now)
             self._take_wants(msg.get(K_WANTS, []))
+            self._take_estimator(msg.get(K_EST))
+            self._take_sketch(msg.get(K_SKETCH))
             self._take_ranges(msg.get(K_RANGES, []))
         except SyncError as exc:
             self._fail(exc, now)
             raise
-        if self._recon_open and not self._out_ranges and not msg.get(K_RANGES):
+        if (self._recon_open and not (self._out_ranges or self._out_est or self._out_sketch)
+                and not (msg.get(K_RANGES) or K_EST in msg or K_SKETCH in msg)):
             self._recon_open = False
             self.stats.recon_messages = self.stats.messages_in + self.stats.messages_out
         if self._got_done and self._sent_done and self._idle():
@@ -219,7 +253,8 @@ class SyncSession:
     # ---------------------------------------------------------------- internals
 
     def _idle(self) -> bool:
-        return not (self._out_ranges or self._plan.pushes or self._wants_new)
+        return not (self._out_ranges or self._plan.pushes or self._wants_new or self._out_est
+                    or self._out_sketch)
 
     def _complete(self, now: float) -> None:
         self.state = "complete"
@@ -242,8 +277,7 @@ class SyncSession:
         if type(msg) is not dict or msg.get(K_VERSION) != VERSION:
             raise SyncError("malformed", f"not a sync message of version {VERSION}")
         for key in msg:
-            if key not in (K_VERSION, K_RANGES, K_WANTS, K_BLOCKS, K_DONE, K_ERROR, K_NO_PUSH,
-                           K_PROOFS):
+            if key not in _KEYS:
                 raise SyncError("malformed", f"unknown key {key!r}")
         for key, limit in ((K_RANGES, self.config.max_ranges), (K_WANTS, self.config.max_wants),
                            (K_BLOCKS, None)):
@@ -300,7 +334,7 @@ class SyncSession:
     def _take_wants(self, wants: list[Any]) -> None:
         for want in wants:
             if (type(want) is not list or len(want) != 2 or type(want[0]) is not bytes
-                    or not PREFIX_LEN <= len(want[0]) <= 32
+                    or not sketch.KEY_PREFIX <= len(want[0]) <= 32
                     or type(want[1]) is not int or want[1] < 0):
                 raise SyncError("malformed", "a want is [author prefix, from_height]")
             for author in self.index.authors_with_prefix(want[0]):
@@ -320,6 +354,79 @@ class SyncSession:
     def _want(self, prefix: bytes, from_height: int) -> None:
         if self.config.fetch:
             self._wants_new.append([prefix, from_height])
+
+    def _take_estimator(self, value: Any) -> None:
+        """The initiator's estimator: answer with a sketch sized from the difference, or with
+        ranges when the difference is too large (or we hold so few feeds that a list is
+        cheaper, or heights too high for sketch keys)."""
+        if value is None:
+            return
+        if (self.initiator or self.stats.messages_in != 1 or type(value) is not list
+                or len(value) != 2 or type(value[0]) is not bytes or len(value[0]) != FP_LEN
+                or type(value[1]) is not bytes):
+            raise SyncError("malformed", "an estimator is [fingerprint, buckets], first only")
+        buckets = len(value[1]) // sketch.BUCKET_LEN
+        if (len(value[1]) % sketch.BUCKET_LEN or not 1 <= buckets <= sketch.MAX_BUCKETS
+                or buckets & (buckets - 1)):
+            raise SyncError("malformed", "estimator buckets must be a power of two")
+        n = len(self.index)
+        if n <= IDLIST_MAX or not sketch.usable(self.index.items):
+            self._out_ranges = self._describe(b"", None, 0, n)
+            return
+        mine = sketch.Estimator.of(self.index, buckets)
+        differing, lacking = mine.compare(sketch.Estimator(value[0], value[1]))
+        keys = sketch.estimate_items(differing, lacking, buckets)
+        if keys == 0:
+            return  # the same feed heads on both sides
+        cells = 0 if keys is None else sketch.cells_for(keys)
+        if keys is None or cells > self.config.max_sketch_cells or cells > 2 * n + 16:
+            self._out_ranges = self._describe(b"", None, 0, n)
+            return
+        table = sketch.Iblt.of((sketch.sketch_key(it) for it in self.index.items), cells)
+        self._out_sketch = table.to_bytes()
+        self.stats.sketch_cells = cells
+
+    def _take_sketch(self, value: Any) -> None:
+        """The responder's sketch: decode the difference and act on it as on an item list;
+        if it does not decode, reconcile by ranges instead."""
+        if value is None:
+            return
+        if not self._sent_est or self.stats.messages_in != 1 or type(value) is not bytes:
+            raise SyncError("malformed", "a sketch answers our estimator, once")
+        if len(value) > self.config.max_sketch_cells * sketch.CELL_LEN:
+            raise SyncError("bounds", "sketch too large")
+        try:
+            theirs = sketch.Iblt.from_bytes(value)
+        except ValueError as exc:
+            raise SyncError("malformed", str(exc)) from exc
+        self.stats.sketch_cells = theirs.cells
+        mine = {sketch.sketch_key(it): it for it in self.index.items}
+        decoded = theirs.subtract(sketch.Iblt.of(mine, theirs.cells)).decode()
+        if decoded is None:
+            self.stats.sketch_failed = True
+            self._out_ranges = self._describe(b"", None, 0, len(self.index))
+            return
+        ours, peers = sketch.split_difference(decoded, set(mine))
+        seen: set[bytes] = set()
+        for key in peers:
+            prefix, height, head = sketch.key_parts(key)
+            seen.add(prefix)
+            owns = self.index.authors_with_prefix(prefix)
+            if not owns:
+                self._want(prefix, 0)
+            for author in owns:
+                own = self.index.item_of(author)
+                assert own is not None
+                if own.height < height:
+                    self._want(author[:PREFIX_LEN], own.height + 1)
+                elif own.height > height:
+                    self._offer(author, height + 1)
+                elif own.hash[:len(head)] != head:
+                    self._want(author[:PREFIX_LEN], height)  # an equivocation
+                    self._push(author, height)
+        for key in ours:
+            if key[:sketch.KEY_PREFIX] not in seen:
+                self._offer(mine[key].author, 0)  # a feed the peer does not hold
 
     def _take_ranges(self, groups: list[Any]) -> None:
         ranges_seen = 0
@@ -411,6 +518,12 @@ class SyncSession:
         msg: dict[int, Any] = {K_VERSION: VERSION}
         if not self.config.fetch:
             msg[K_NO_PUSH] = True
+        if self._out_est is not None:
+            msg[K_EST] = self._out_est
+            self._out_est = None
+        if self._out_sketch is not None:
+            msg[K_SKETCH] = self._out_sketch
+            self._out_sketch = None
         if self.stats.messages_out == 0:
             proofs: list[list[bytes]] = []
             room = self.config.max_message_bytes // 4
@@ -452,7 +565,8 @@ class SyncSession:
             self.stats.block_bytes_out += used
         # We are done when we owe nothing and expect nothing; the wants we just sent or still
         # hold are answered by the peer's next message.
-        done = not (msg.get(K_RANGES) or msg.get(K_WANTS) or self._plan.pushes)
+        done = not (msg.get(K_RANGES) or msg.get(K_WANTS) or self._plan.pushes or K_EST in msg
+                    or K_SKETCH in msg)
         if done:
             msg[K_DONE] = True
             self._sent_done = True
