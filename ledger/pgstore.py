@@ -9,7 +9,8 @@ so two instances that receive the same block store it once. Commits are durable
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import psycopg
 
@@ -62,6 +63,13 @@ class PostgresStore:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Group commit: the writes inside share one transaction (each write's own block
+        becomes a savepoint) and are durable when the block ends; see `SqliteStore.group`."""
+        with self.db.transaction():
+            yield
 
     def drop_all(self) -> None:
         """Delete every ledger table (tests and benchmarks start from scratch)."""

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import struct
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -78,6 +79,7 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, check: bool = True) -> None:
         self.path = Path(path)
+        self._group = False
         _refuse_foreign_file(self.path)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -123,8 +125,7 @@ class SqliteStore:
         """Schema 1 -> 2 in one transaction: per-transaction index rows become one row per
         block and type. A crash in between leaves the file at version 1 (WAL rollback)."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             db.execute(_TXIDX_DDL)
             rows = db.execute("SELECT type, ts, author, height, group_concat(idx) FROM txs "
                               "GROUP BY type, ts, author, height")
@@ -133,13 +134,51 @@ class SqliteStore:
                             for t, ts, a, h, idxs in rows.fetchall()))
             db.execute("DROP TABLE txs")  # drops its two indexes too
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One atomic write: its own durable transaction, or a savepoint inside `group()`."""
+        db = self.db
+        if self._group:
+            db.execute("SAVEPOINT w")
+            try:
+                yield
+            except BaseException:
+                db.execute("ROLLBACK TO w")
+                db.execute("RELEASE w")
+                raise
+            db.execute("RELEASE w")
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def close(self) -> None:
-        self.db.close()
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Group commit: every write inside is durable when the block ends, with one fsync
+        (writes, peers' sync marks included, join one transaction; each write stays atomic
+        on its own through a savepoint). Nothing inside is durable before the end: callers
+        acknowledge only after it. An error escaping the block rolls all of it back."""
+        if self._group:
+            raise StorageError("groups do not nest")
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        self._group = True
+        try:
+            yield
+        except BaseException:
+            self._group = False
+            db.execute("ROLLBACK")
+            raise
+        self._group = False
+        db.execute("COMMIT")
 
     # ---------------------------------------------------------------- feeds and blocks
 
@@ -204,8 +243,7 @@ class SqliteStore:
         if not blocks:
             return
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             db.executemany("INSERT INTO blocks(author, height, hash, ts, raw) VALUES (?,?,?,?,?)",
                            [(b.author, b.height, b.hash, b.timestamp_ms, b.raw) for b in blocks])
             db.executemany("INSERT INTO txidx(type, ts, author, height, idxs) VALUES (?,?,?,?,?)",
@@ -218,25 +256,16 @@ class SqliteStore:
                 "ON CONFLICT(author) DO UPDATE SET height=excluded.height, hash=excluded.hash, "
                 "ts=excluded.ts",
                 [(b.author, b.height, b.hash, b.timestamp_ms) for b in last.values()])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def record_equivocation(self, author: bytes, height: int, raw_a: bytes, raw_b: bytes,
                             now_ms: int) -> None:
         """Keep both blocks as proof and flag the author's feed."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             db.execute("INSERT OR IGNORE INTO equivocations VALUES (?,?,?,?,?)",
                        (author, height, raw_a, raw_b, now_ms))
             db.execute("UPDATE feeds SET flagged=? WHERE author=?",
                        (f"equivocation at height {height}", author))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def equivocation_raws(self, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to `limit` proofs (both blocks), oldest first: what a sync passes on."""
@@ -293,8 +322,7 @@ class SqliteStore:
                        covered: Sequence[FeedHead]) -> None:
         """Keep a verified checkpoint and raise the checkpointed height of the feeds it proved."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?,?,?,?,?)",
                        (backhaul, seq, time_ms, root, raw))
             db.executemany(
@@ -302,10 +330,6 @@ class SqliteStore:
                 "ON CONFLICT(author) DO UPDATE SET height=excluded.height, hash=excluded.hash "
                 "WHERE excluded.height > checkpointed.height",
                 [(h.author, h.height, h.hash) for h in covered])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def checkpointed_height(self, author: bytes) -> int:
         """Highest height of `author`'s feed a verified checkpoint covers (-1: none)."""
@@ -349,8 +373,7 @@ class SqliteStore:
         for author, height in doomed:
             bases[author] = max(bases.get(author, 0), height + 1)
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             db.executemany("DELETE FROM blocks WHERE author=? AND height=?", doomed)
             db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed(author BLOB NOT NULL, "
                        "height INTEGER NOT NULL, PRIMARY KEY(author, height)) WITHOUT ROWID")
@@ -362,10 +385,6 @@ class SqliteStore:
             db.execute("DELETE FROM temp.doomed")
             db.executemany("UPDATE feeds SET base_height=max(base_height, ?) WHERE author=?",
                            [(h, a) for a, h in bases.items()])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return len(doomed)
 
     # ---------------------------------------------------------------- peers, enrolment

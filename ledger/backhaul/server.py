@@ -11,9 +11,12 @@ import logging
 import os
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from ledger.backhaul import protocol as p
@@ -38,6 +41,8 @@ class BackhaulStore(SyncStore, Protocol):
 
     def close(self) -> None: ...
 
+    def group(self) -> AbstractContextManager[None]: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
@@ -49,6 +54,9 @@ class ServerConfig:
     backlog: int = 4096
     """Pending connections the kernel queues. Agents wait for the server's HELLO, so a connection
     dropped from a full accept queue would hang until the agent's timeout: keep this large."""
+    group_commit: int = 64
+    """Sync messages of different agents handled in one store transaction (one fsync or
+    PostgreSQL commit for all; each is answered after that commit). 1: a commit per message."""
 
 
 class BackhaulServer:
@@ -67,10 +75,63 @@ class BackhaulServer:
         self.checkpoint_at = float("-inf")
         self.seq = int(time.time() * 1000)
         self.server: asyncio.Server | None = None
-        self.stats = {"sessions": 0, "complete": 0, "refused": 0, "cut": 0, "blocks_in": 0}
+        self.stats = {"sessions": 0, "complete": 0, "refused": 0, "cut": 0, "blocks_in": 0,
+                      "commits": 0}
+        self._waiting: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
+        self._committing = False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _run_grouped(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` in the store thread inside a group commit with whatever other sessions
+        queued meanwhile; returns (or raises) once the group is durable."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((partial(fn, *args), future))
+        self._next_group()
+        return await future
+
+    def _next_group(self) -> None:
+        """(Loop thread.) Start the next group unless one is being committed."""
+        if self._committing or not self._waiting:
+            return
+        batch = [self._waiting.popleft()
+                 for _ in range(min(len(self._waiting), max(1, self.config.group_commit)))]
+        self._committing = True
+        job = asyncio.get_running_loop().run_in_executor(self.executor, self._commit_group,
+                                                         batch)
+        job.add_done_callback(partial(self._group_done, batch))
+
+    def _commit_group(self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]]
+                      ) -> list[tuple[bool, Any]]:
+        """(Store thread.) Each call's result or exception, all made durable by one commit."""
+        results: list[tuple[bool, Any]] = []
+        with self.store.group():
+            for fn, _future in batch:
+                try:
+                    results.append((True, fn()))
+                except Exception as exc:  # that session's own failure, handed back to it
+                    results.append((False, exc))
+        self.stats["commits"] += 1
+        return results
+
+    def _group_done(self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]],
+                    job: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+        """(Loop thread.) Hand out the results; a failed commit fails every call of the group
+        (none of their writes is durable)."""
+        self._committing = False
+        try:
+            results = job.result()
+        except Exception as exc:
+            results = [(False, exc)] * len(batch)
+        for (_fn, future), (ok, value) in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        self._next_group()
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Listen; returns the bound port (0 picks a free one)."""
@@ -152,7 +213,7 @@ class BackhaulServer:
     async def _sync(self, session: SyncSession, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
         async def receive(payload: bytes) -> bytes | None:
-            return await self._run(session.receive, payload, time.time())
+            return await self._run_grouped(session.receive, payload, time.time())
 
         await exchange_sync(session, lambda: self._read(reader), writer.write, writer.drain,
                             receive)

@@ -221,3 +221,47 @@ def test_a_backhaul_that_hangs_up_mid_frame_is_a_typed_error(tmp_path: Path) -> 
         assert led.verify().ok and len(list(led.store.iter_blocks(led.author))) == 2
     finally:
         led.close()
+
+
+def test_concurrent_agents_share_group_commits(tmp_path: Path) -> None:
+    """Messages of agents syncing at once are stored in shared transactions (fewer commits
+    than messages), each answered only after its group is durable: every block is there
+    after the database is reopened."""
+    from ledger.backhaul.server import BackhaulServer, ServerConfig
+    from ledger.store import SqliteStore
+    from ledger.tx import default_registry
+
+    db = tmp_path / "bh.sqlite"
+    store = SqliteStore(db)
+    agents = [agent(tmp_path, f"g{k}", 40 + k, 3 + k % 4) for k in range(24)]
+    for led in agents:
+        store.enrol(led.author, "test", 0)
+    server = BackhaulServer(store, Identity.from_seed(b"\x33" * 32), default_registry(),
+                            config=ServerConfig(checkpoint_interval_s=60))
+
+    async def scenario() -> list[int]:
+        port = await server.start("127.0.0.1", 0)
+        try:
+            results = await asyncio.gather(*(
+                sync_with_backhaul(led, "127.0.0.1", port,
+                                   backhaul_key=server.identity.public_key)
+                for led in agents))
+        finally:
+            await server.close()
+        return [r.stats.blocks_out for r in results]
+
+    try:
+        sent = asyncio.run(scenario())
+        assert sent == [3 + k % 4 for k in range(24)]
+        assert server.stats["complete"] == 24
+        assert server.stats["commits"] < server.stats["sessions"] * 2  # two messages each
+    finally:
+        store.close()
+        for led in agents:
+            led.close()
+    again = SqliteStore(db)
+    try:
+        assert {h.author: h.height for h in again.heads()} == {
+            led.author: 2 + k % 4 for k, led in enumerate(agents)}
+    finally:
+        again.close()

@@ -360,3 +360,25 @@ def test_the_first_bad_signature_wins_whoever_verified_it(make_ledger: MakeLedge
     result = ingest(led.store, [b.raw for b in chain[30:]], led.registry, int(NOW * 1000),
                     pool=pool)
     assert len(result.stored) == 170 and led.verify(NOW).ok
+
+
+def test_a_group_commits_its_writes_together_and_a_failed_write_alone_is_undone(
+        make_ledger: MakeLedger) -> None:
+    led = make_ledger("a", 1)
+    other = Identity.from_seed(b"\x07" * 32)
+    b0 = Block.create(other, 0, bytes(32), int(NOW * 1000), (left(0),))
+    b1 = Block.create(other, 1, b0.hash, int(NOW * 1000), (left(1),))
+    store = led.store
+    with store.group():
+        store.put_blocks([b0])
+        with pytest.raises(sqlite3.IntegrityError):
+            store.put_blocks([b1, b0])  # b0 again: this write is rolled back, b1 with it
+        store.mark_synced("peer", 5)
+    assert store.head(other.public_key).height == 0  # type: ignore[union-attr]
+    assert store.peers() == [("peer", 5, None, None)] and store.tx_count() == 1
+    with pytest.raises(RuntimeError), store.group():
+        store.put_blocks([b1])
+        raise RuntimeError("the caller failed before the commit")
+    assert store.head(other.public_key).height == 0  # type: ignore[union-attr]
+    with store.group(), pytest.raises(StorageError, match="nest"), store.group():
+        pass
