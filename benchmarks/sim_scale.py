@@ -22,6 +22,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,14 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
     from sim_radio.engine import Simulation
 
     sc = scn.from_dict(spec, BROCH)
+    cpu = time.process_time()
     result = Simulation(sc).run()
+    cpu = time.process_time() - cpu
     out = {k: result.summary.get(k) for k in KEYS}
+    # CPU time as well as wall time: on a shared machine it varies much less with the load.
+    out["cpu_seconds"] = round(cpu, 2)
+    out["sim_seconds_per_cpu_second"] = round(result.summary["sim_seconds"] / cpu, 2)
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
