@@ -16,6 +16,7 @@ import psycopg
 
 from ledger.block import Block
 from ledger.errors import StorageError
+from ledger.store import index_rows, pack_idxs
 from ledger.validate import FeedHead
 
 SCHEMA = """
@@ -26,10 +27,9 @@ CREATE TABLE IF NOT EXISTS ledger_feeds(
 CREATE TABLE IF NOT EXISTS ledger_blocks(
     author BYTEA NOT NULL, height BIGINT NOT NULL, hash BYTEA NOT NULL, ts BIGINT NOT NULL,
     raw BYTEA NOT NULL, PRIMARY KEY(author, height));
-CREATE TABLE IF NOT EXISTS ledger_txs(
-    author BYTEA NOT NULL, height BIGINT NOT NULL, idx INT NOT NULL, type TEXT NOT NULL,
-    ts BIGINT NOT NULL, PRIMARY KEY(author, height, idx));
-CREATE INDEX IF NOT EXISTS ledger_txs_by_type ON ledger_txs(type, ts);
+CREATE TABLE IF NOT EXISTS ledger_txidx(
+    type TEXT NOT NULL, ts BIGINT NOT NULL, author BYTEA NOT NULL, height BIGINT NOT NULL,
+    idxs BYTEA NOT NULL, PRIMARY KEY(type, ts, author, height));
 CREATE TABLE IF NOT EXISTS ledger_equivocations(
     author BYTEA NOT NULL, height BIGINT NOT NULL, raw_a BYTEA NOT NULL, raw_b BYTEA NOT NULL,
     found_ms BIGINT NOT NULL, PRIMARY KEY(author, height));
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS ledger_peers(
     peer TEXT PRIMARY KEY, last_sync_ms BIGINT, cut_reason TEXT, cut_ms BIGINT);
 CREATE TABLE IF NOT EXISTS ledger_enrolled(
     key BYTEA PRIMARY KEY, name TEXT NOT NULL, added_ms BIGINT NOT NULL);
-INSERT INTO ledger_meta VALUES ('schema', '1') ON CONFLICT DO NOTHING;
+INSERT INTO ledger_meta VALUES ('schema', '2') ON CONFLICT DO NOTHING;
 """
 
 
@@ -53,13 +53,31 @@ class PostgresStore:
             with self.db.transaction():
                 self.db.execute("SELECT pg_advisory_xact_lock(4242424242)")
                 self.db.execute(SCHEMA)
-            row = self.db.execute("SELECT value FROM ledger_meta WHERE key='schema'").fetchone()
+                row = self.db.execute("SELECT value FROM ledger_meta WHERE key='schema'"
+                                      ).fetchone()
+                if row is not None and row[0] == "1":
+                    self._migrate_v1()
+                    row = ("2",)
         except psycopg.Error as exc:
             self.db.close()
             raise StorageError(f"cannot prepare the ledger schema: {exc}") from exc
-        if row is None or row[0] != "1":
+        if row is None or row[0] != "2":
             self.db.close()
             raise StorageError(f"PostgreSQL ledger schema {row} is not the one this build reads")
+
+    def _migrate_v1(self) -> None:
+        """Schema 1 -> 2 (inside the caller's locked transaction): one transaction index row
+        per block and type instead of one per transaction, as in `ledger.store`. Every
+        instance sharing the database must run this build afterwards (an older one refuses
+        schema 2 at start)."""
+        rows = self.db.execute("SELECT type, ts, author, height, array_agg(idx ORDER BY idx) "
+                               "FROM ledger_txs GROUP BY type, ts, author, height").fetchall()
+        with self.db.cursor() as cur:
+            cur.executemany("INSERT INTO ledger_txidx(type, ts, author, height, idxs) "
+                            "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                            [(t, ts, a, h, pack_idxs(idxs)) for t, ts, a, h, idxs in rows])
+        self.db.execute("DROP TABLE ledger_txs")
+        self.db.execute("UPDATE ledger_meta SET value='2' WHERE key='schema'")
 
     def close(self) -> None:
         self.db.close()
@@ -73,7 +91,8 @@ class PostgresStore:
 
     def drop_all(self) -> None:
         """Delete every ledger table (tests and benchmarks start from scratch)."""
-        for table in ("meta", "feeds", "blocks", "txs", "equivocations", "peers", "enrolled"):
+        for table in ("meta", "feeds", "blocks", "txs", "txidx", "equivocations", "peers",
+                      "enrolled"):
             self.db.execute(f"DROP TABLE IF EXISTS ledger_{table}")
 
     def head(self, author: bytes) -> FeedHead | None:
@@ -137,10 +156,8 @@ class PostgresStore:
                 "ON CONFLICT DO NOTHING",
                 [(b.author, b.height, b.hash, b.timestamp_ms, b.raw) for b in blocks])
             cur.executemany(
-                "INSERT INTO ledger_txs(author, height, idx, type, ts) VALUES (%s,%s,%s,%s,%s) "
-                "ON CONFLICT DO NOTHING",
-                [(b.author, b.height, i, tx.type, b.timestamp_ms)
-                 for b in blocks for i, tx in enumerate(b.txs)])
+                "INSERT INTO ledger_txidx(type, ts, author, height, idxs) "
+                "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING", index_rows(blocks))
             cur.executemany(
                 "INSERT INTO ledger_feeds(author, height, hash, ts) VALUES (%s,%s,%s,%s) "
                 "ON CONFLICT(author) DO UPDATE SET height=excluded.height, hash=excluded.hash, "

@@ -247,7 +247,7 @@ class SqliteStore:
             db.executemany("INSERT INTO blocks(author, height, hash, ts, raw) VALUES (?,?,?,?,?)",
                            [(b.author, b.height, b.hash, b.timestamp_ms, b.raw) for b in blocks])
             db.executemany("INSERT INTO txidx(type, ts, author, height, idxs) VALUES (?,?,?,?,?)",
-                           _index_rows(blocks))
+                           index_rows(blocks))
             last: dict[bytes, Block] = {}
             for b in blocks:
                 last[b.author] = b
@@ -434,7 +434,7 @@ def _by_idx(row: TxRow) -> int:
     return row.idx
 
 
-def _index_rows(blocks: Sequence[Block]) -> list[tuple[str, int, bytes, int, bytes]]:
+def index_rows(blocks: Sequence[Block]) -> list[tuple[str, int, bytes, int, bytes]]:
     """The transaction index rows of `blocks`: one per block and transaction type."""
     rows: list[tuple[str, int, bytes, int, bytes]] = []
     for b in blocks:

@@ -152,14 +152,19 @@ def _postgres_or_skip() -> None:
         pytest.skip(f"no PostgreSQL server answers at {PG_DSN}: {exc}")
 
 
-@pytest.mark.postgres
-def test_backhaul_process_with_postgresql(tmp_path: Path) -> None:
+def _fresh_postgres() -> None:
+    """Skip without a server; else start from an empty ledger schema."""
     _postgres_or_skip()
     from ledger.pgstore import PostgresStore
 
     store = PostgresStore(PG_DSN)
     store.drop_all()
     store.close()
+
+
+@pytest.mark.postgres
+def test_backhaul_process_with_postgresql(tmp_path: Path) -> None:
+    _fresh_postgres()
     exercise(tmp_path, PG_DSN)
 
 
@@ -172,12 +177,7 @@ def test_enrol_refuses_a_bad_key_file(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_two_backhaul_instances_share_one_postgresql(tmp_path: Path) -> None:
-    _postgres_or_skip()
-    from ledger.pgstore import PostgresStore
-
-    store = PostgresStore(PG_DSN)
-    store.drop_all()
-    store.close()
+    _fresh_postgres()
     a, b = agent(tmp_path, "a", 1, 30), agent(tmp_path, "b", 2, 20)
     enrol(tmp_path, PG_DSN, a)
     enrol(tmp_path, PG_DSN, b)
@@ -265,3 +265,41 @@ def test_concurrent_agents_share_group_commits(tmp_path: Path) -> None:
             led.author: 2 + k % 4 for k, led in enumerate(agents)}
     finally:
         again.close()
+
+
+@pytest.mark.postgres
+def test_a_schema_1_postgresql_database_is_migrated(tmp_path: Path) -> None:
+    """Per-transaction index rows (schema 1) become one row per block and type (schema 2)."""
+    _fresh_postgres()
+    import psycopg
+
+    from ledger.pgstore import PostgresStore
+    from ledger.store import unpack_idxs
+
+    led = agent(tmp_path, "a", 1, 2)
+    blocks = list(led.blocks(led.author))
+    led.close()
+    with psycopg.connect(PG_DSN, autocommit=True) as db:  # what schema 1 wrote
+        db.execute(
+            "CREATE TABLE ledger_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO ledger_meta VALUES ('schema', '1');"
+            "CREATE TABLE ledger_txs(author BYTEA NOT NULL, height BIGINT NOT NULL,"
+            " idx INT NOT NULL, type TEXT NOT NULL, ts BIGINT NOT NULL,"
+            " PRIMARY KEY(author, height, idx));")
+        with db.cursor() as cur:
+            cur.executemany("INSERT INTO ledger_txs VALUES (%s,%s,%s,%s,%s)",
+                            [(b.author, b.height, i, tx.type, b.timestamp_ms)
+                             for b in blocks for i, tx in enumerate(b.txs)])
+    store = PostgresStore(PG_DSN)
+    try:
+        rows = store.db.execute("SELECT type, height, idxs FROM ledger_txidx ORDER BY height"
+                                ).fetchall()
+        assert [(t, h, unpack_idxs(bytes(x))) for t, h, x in rows] == [
+            ("mesh.manet_left", 0, (0,)), ("mesh.manet_left", 1, (0,))]
+        gone = store.db.execute("SELECT to_regclass('ledger_txs')").fetchone()
+        assert gone is not None and gone[0] is None
+        schema = store.db.execute("SELECT value FROM ledger_meta WHERE key='schema'").fetchone()
+        assert schema is not None and schema[0] == "2"
+    finally:
+        store.drop_all()
+        store.close()
