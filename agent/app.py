@@ -564,7 +564,10 @@ class Agent:
             "neighbours": len(node.neighbours()),
             "node_traversal_ms": round(node.node_traversal_s * 1000, 3),
             "routes": sum(1 for r in node.routes(now) if r.valid),
-            "links": {name: {"tx": link.tx, "rx": link.rx} for name, link in self.links.items()},
+            "links": {name: {"tx": link.tx, "rx": link.rx,
+                             **{k: getattr(link, k) for k in ("tx_calls", "rx_calls")
+                                if hasattr(link, k)}}
+                      for name, link in self.links.items()},
             "peers": len(self.discovery.peers) if self.discovery else 0,
             "app_rx": dict(self.app_rx),
             "stats": dict(node.stats),

@@ -116,8 +116,11 @@ class CoreDriver:
         try:
             while True:
                 self._again = False
-                for tx in self.core.datagrams_to_send():
-                    self._transmit(tx.iface, tx.link_dst, tx.data)
+                out = self.core.datagrams_to_send()
+                if len(out) == 1:
+                    self._transmit(out[0].iface, out[0].link_dst, out[0].data)
+                elif out:
+                    self._transmit_all(out)
                 while (event := self.core.next_event()) is not None:
                     for listener in self.listeners:
                         listener(event)
@@ -140,6 +143,25 @@ class CoreDriver:
             self.tx_errors += 1
             if self.on_error is not None:
                 self.on_error(iface, exc)
+
+    def _transmit_all(self, out: list[Any]) -> None:
+        """Several frames: each link gets its own in order, in one call where it can."""
+        per_link: dict[str, list[tuple[Hashable | None, bytes]]] = {}
+        for tx in out:
+            per_link.setdefault(tx.iface, []).append((tx.link_dst, tx.data))
+        for iface, frames in per_link.items():
+            # A link may take them all at once (the UDP link sends runs with GSO).
+            send_many = getattr(self.links.get(iface), "send_many", None)
+            if send_many is None:
+                for link_dst, data in frames:
+                    self._transmit(iface, link_dst, data)
+                continue
+            try:
+                send_many(frames)
+            except (OSError, TransportError) as exc:
+                self.tx_errors += 1
+                if self.on_error is not None:
+                    self.on_error(iface, exc)
 
     def _arm(self) -> None:
         if self.closed:

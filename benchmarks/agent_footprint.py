@@ -122,7 +122,12 @@ def chain(count: int, size: int) -> dict[str, Any]:
         rtt = statistics.median(rtts)
         burst = blast(lab, dest, 2000, size, 0.0)
         sustained = blast(lab, dest, count, size, 0.0, WINDOW)
+        per_link = [lab.request(n, "status")["links"] for n in names[1:4]]  # the forwarders
+        totals = {k: sum(link.get(k, 0) for links in per_link for link in links.values())
+                  for k in ("tx", "tx_calls", "rx", "rx_calls")}
         return {
+            "forwarders_frames_per_send_call": round(totals["tx"] / max(totals["tx_calls"], 1), 2),
+            "forwarders_frames_per_read": round(totals["rx"] / max(totals["rx_calls"], 1), 2),
             "route_discovery_4_hops_ms": round(first - rtt, 2) if first else None,
             "first_ping_4_hops_ms": first,
             "hop_time_estimate_ms_at_discovery": hop_ms,

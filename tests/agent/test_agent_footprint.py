@@ -272,3 +272,73 @@ def test_run_without_tls_keeps_openssl_out(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["False", "False", hashlib.sha256(b"abc").hexdigest()]
+
+
+async def test_udp_link_sends_runs_with_gso_and_splits_gro_reads() -> None:
+    """A run of equal frames to one neighbour leaves in one sendmsg (UDP GSO) and arrives,
+    coalesced or not, as the same frames in order; mixed sizes and destinations still work."""
+    import asyncio
+    import socket
+
+    from agent.config import UdpSection
+    from agent.transports.udp import UDP_GRO, open_udp_link
+
+    ports = []
+    for _ in range(2):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        ports.append(probe.getsockname()[1])
+        probe.close()
+    got: list[bytes] = []
+    a = await open_udp_link(UdpSection(interface="lo", port=ports[0]), lambda *_: None)
+    b = await open_udp_link(UdpSection(interface="lo", port=ports[1]),
+                            lambda data, iface, src: got.append(data))
+    to_b = ("127.0.0.1", ports[1])
+    frames = [bytes([i]) * 1200 for i in range(40)] + [b"short", b"x" * 1200]
+    try:
+        a.send_many([(to_b, f) for f in frames])
+        for _ in range(300):
+            if len(got) == len(frames):
+                break
+            await asyncio.sleep(0.01)
+        assert got == frames
+        # One GSO send for the run of 40, then "short" and the last frame on their own.
+        assert a.tx == len(frames) and a.tx_calls == 3
+        assert b.sock is not None
+        gro = b.sock.getsockopt(socket.IPPROTO_UDP, UDP_GRO)
+        assert b.rx == len(frames) and (b.rx_calls < len(frames) if gro else True)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_udp_link_falls_back_to_one_by_one_when_gso_is_refused() -> None:
+    """A segment above the interface MTU (EMSGSIZE) is sent alone, as are later ones that
+    large; a kernel without UDP GSO (EIO) turns GSO off. No frame is lost either way."""
+    import errno
+    from typing import cast
+
+    from agent.config import UdpSection
+    from agent.transports.udp import UdpLink
+
+    class Sock:
+        def __init__(self, refuse: int) -> None:
+            self.refuse, self.sent, self.gso_tries = refuse, [], 0
+
+        def sendmsg(self, *args: Any) -> int:
+            self.gso_tries += 1
+            raise OSError(self.refuse, "refused")
+
+        def sendto(self, data: bytes, dst: Any) -> int:
+            self.sent.append(data)
+            return len(data)
+
+    for refuse, expected_max in ((errno.EMSGSIZE, 8000), (errno.EIO, 0)):
+        link = UdpLink(UdpSection(interface="lo", port=9), lambda *_: None)
+        sock = Sock(refuse)
+        link.sock = cast(Any, sock)
+        frames = [bytes([i]) * 8000 for i in range(5)]
+        link.send_many([(("10.0.0.2", 9), f) for f in frames])
+        link.send_many([(("10.0.0.2", 9), f) for f in frames])
+        assert sock.sent == frames + frames
+        assert sock.gso_tries == 1 and link.gso_max == expected_max
