@@ -107,6 +107,13 @@ class _Discovery:
 
 
 @dataclass(slots=True)
+class _PendingRreq:
+    data: bytes
+    copies: int = 0
+    """Copies of this RREQ heard from neighbours while our rebroadcast waits its jitter."""
+
+
+@dataclass(slots=True)
 class _Buffered:
     payload: bytes
     queued: float
@@ -162,6 +169,8 @@ class MeshNode:
         self._discoveries: dict[bytes, _Discovery] = {}
         self._buffer: dict[bytes, deque[_Buffered]] = {}
         self._buffered = 0
+        self._rreq_pending: dict[tuple[bytes, int], _PendingRreq] = {}
+        """RREQs we are about to rebroadcast, by (origin, counter)."""
         self._blacklist: dict[bytes, float] = {}
         self._awaiting_ack: dict[bytes, float] = {}
         self._confirmed: dict[bytes, float] = {}
@@ -375,6 +384,9 @@ class MeshNode:
         elif kind == "send":
             assert isinstance(key, Transmit)
             self._emit(key)
+        elif kind == "rreq_forward":
+            assert isinstance(key, tuple)
+            self._forward_pending_rreq(key)
         elif kind == "route":
             assert isinstance(key, Route)
             if self._routes.get(key.dest) is key and key.timer_at == when:
@@ -588,7 +600,7 @@ class MeshNode:
         cfg = self.config
         if self._hop_rtt is None:
             return cfg.node_traversal_s
-        measured = (self._hop_rtt + 4 * self._hop_rttvar) / 2 + cfg.broadcast_jitter_s / 2
+        measured = (self._hop_rtt + 4 * self._hop_rttvar) / 2 + cfg.rreq_jitter_s / 2
         return min(cfg.node_traversal_s, max(cfg.min_node_traversal_s, measured))
 
     def _link_break(self, node: bytes, reason: str, now: float) -> None:
@@ -625,7 +637,14 @@ class MeshNode:
         replay = self._replay
         freshness = replay.check(origin, body.counter)
         if freshness is not Freshness.FRESH:
-            self._drop("duplicate" if freshness is Freshness.DUPLICATE else "replay")
+            if freshness is Freshness.DUPLICATE:
+                self._drop("duplicate")
+                if frame_type == T_RREQ and self._rreq_pending:
+                    pending = self._rreq_pending.get((origin, body.counter))
+                    if pending is not None:
+                        pending.copies += 1
+            else:
+                self._drop("replay")
             return
         if frame_type in (T_RREQ, T_RREP):
             if frame_type == T_RREQ and self._blacklisted(sender, now):
@@ -726,10 +745,32 @@ class MeshNode:
         if frame.ttl <= 1:
             self._drop("rreq_ttl")
             return
-        self.stats["rreq_forwarded"] += 1
         data = encode_control(T_RREQ, self.id, frame.signed, frame.signature, frame.ttl - 1,
                               hops, hop_hash(frame.hop_hash))
-        self._broadcast(data, "rreq", now, cfg.broadcast_jitter_s)
+        if cfg.rreq_suppress_copies <= 0:
+            self.stats["rreq_forwarded"] += 1
+            self._broadcast(data, "rreq", now, cfg.rreq_jitter_s)
+            return
+        key = (origin, body.counter)
+        self._rreq_pending[key] = _PendingRreq(data)
+        self._push_timer(now + self._rng.uniform(0.0, cfg.rreq_jitter_s), "rreq_forward",
+                         key)
+
+    def _forward_pending_rreq(self, key: tuple[bytes, int]) -> None:
+        """Rebroadcast a held RREQ unless enough neighbours were heard doing so already.
+
+        Counter-based flooding (Ni et al., "The broadcast storm problem", MobiCom 1999):
+        every neighbour of ours that heard those copies needs nothing more from us.
+        """
+        pending = self._rreq_pending.pop(key, None)
+        if pending is None:
+            return
+        if pending.copies >= self.config.rreq_suppress_copies:
+            self.stats["rreq_suppressed"] += 1
+            return
+        self.stats["rreq_forwarded"] += 1
+        for iface in self.interfaces:
+            self._emit(Transmit(iface, None, pending.data, "rreq"))
 
     def _send_rrep(self, *, dest: bytes, dest_pk: bytes, dest_seq: int, requester: bytes,
                    first_hops: int, lifetime: float, gateway_line: LineStatus | None,

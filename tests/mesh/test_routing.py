@@ -8,8 +8,8 @@ from mesh.linkgraph import LinkGraph
 
 GW = LineStatus(True, "lte", -85, True, 60)
 ALL_LINES = {i: GW for i in range(16)}
-FAST = MeshConfig(min_node_traversal_s=0.002)
-"""Ring searches may follow measured hop times (quiet fast links)."""
+FAST = MeshConfig(min_node_traversal_s=0.002, broadcast_jitter_s=0.002)
+"""Ring searches may follow measured hop times (quiet fast links, IP's 2 ms jitter)."""
 """Every node has a line: no gateway searches, so routing tests see only their own floods."""
 
 
@@ -379,3 +379,30 @@ def test_a_node_is_woken_for_hellos_not_for_refreshed_neighbours() -> None:
     assert cut_at + 1.0 <= down.time <= cut_at + 2.0 + 1e-9
     route = hub.route_to(net.id(5))
     assert route is None
+
+
+def test_rreq_rebroadcasts_are_dropped_where_neighbours_covered_them() -> None:
+    # 1..6 all hear each other and 0; 7 hears 1..6 but not 0. When 0 searches for 7, each of
+    # 1..6 waits its jitter before rebroadcasting; those that heard three copies meanwhile
+    # drop theirs: 7 is reached anyway.
+    net = LinkGraph(8, seed=23, lines=ALL_LINES, delay_s=0.0005)
+    for a in range(7):
+        for b in range(a + 1, 7):
+            net.connect(a, b)
+    for a in range(1, 7):
+        net.connect(a, 7)
+    net.run(3.0)
+    net.send(0, net.id(7), b"two hops")
+    net.run(6.0)
+    assert delivered(net, 7) == [b"two hops"]
+    suppressed = sum(n.stats["rreq_suppressed"] for n in net.nodes)
+    forwarded = sum(n.stats["rreq_forwarded"] for n in net.nodes)
+    assert suppressed >= 1 and forwarded >= 3
+    # On a chain nobody hears a copy before its own turn: every hop rebroadcasts.
+    chain = LinkGraph.chain(5, seed=23, lines=ALL_LINES)
+    chain.run(3.0)
+    chain.send(0, chain.id(4), b"four hops")
+    chain.run(8.0)
+    assert delivered(chain, 4) == [b"four hops"]
+    assert sum(n.stats["rreq_suppressed"] for n in chain.nodes) == 0
+    assert sum(n.stats["rreq_forwarded"] for n in chain.nodes) >= 3
