@@ -676,7 +676,7 @@ class Agent:
     def _blast(self) -> Blast:
         assert self.driver is not None
         if self.blast is None:
-            self.blast = Blast(self.driver.send_data, self.driver.loop)
+            self.blast = Blast(self.driver.send_data, self.driver.loop, self.driver.held)
         return self.blast
 
     async def _cmd_ledger(self, req: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ acknowledgements cannot stop a run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 BLAST = b"\x00manet-blst"
@@ -26,9 +27,13 @@ class Blast:
     """Both ends of blast runs for one agent."""
 
     def __init__(self, send: Callable[[bytes, bytes], None],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop,
+                 held: Callable[[], contextlib.AbstractContextManager[object]] = (
+                     contextlib.nullcontext)) -> None:
         self.send = send
         self.loop = loop
+        self.held = held
+        """Wraps each burst of sends (the driver's `held`: one flush per burst)."""
         self.received_from: dict[bytes, int] = {}
         self.acked: dict[bytes, int] = {}
         self.stalls = 0
@@ -60,20 +65,27 @@ class Blast:
         start = self.loop.time()
         body = bytes(max(0, size - len(BLAST) - 1))
         self.acked[dest] = 0
-        for i in range(count):
-            last = i == count - 1
-            self.send(dest, BLAST + (b"\x01" if last else b"\x00") + body)
+        sent = 0
+        while sent < count:
+            # Up to `batch` payloads, or fewer if the window fills, flushed as one burst (the
+            # UDP link sends it with GSO); waits happen outside, where acks can come in.
+            with self.held():
+                for _ in range(batch):
+                    sent += 1
+                    last = sent == count
+                    self.send(dest, BLAST + (b"\x01" if last else b"\x00") + body)
+                    if last or (window and sent - self.acked[dest] >= window):
+                        break
             if window:
-                while i + 1 - self.acked[dest] >= window:
+                while sent < count and sent - self.acked[dest] >= window:
                     self._progress.clear()
                     try:
                         await asyncio.wait_for(self._progress.wait(), STALL_S)
                     except TimeoutError:
                         self.stalls += 1
-                        self.acked[dest] = i + 1 - window // 2  # assume the rest lost
-            if i % batch == batch - 1:
-                ahead = ((i + 1) * size / (rate_mb_s * 1e6) - (self.loop.time() - start)
-                         if rate_mb_s else 0.0)
-                await asyncio.sleep(max(0.0, ahead))
+                        self.acked[dest] = sent - window // 2  # assume the rest lost
+            ahead = (sent * size / (rate_mb_s * 1e6) - (self.loop.time() - start)
+                     if rate_mb_s else 0.0)
+            await asyncio.sleep(max(0.0, ahead))
         return {"sent": count, "bytes": count * size,
                 "seconds": round(self.loop.time() - start, 6), "stalls": self.stalls}
