@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sim_radio.medium_protocol import FrameIn, FrameOut, Join, Welcome, decode, encode
 
 from agent.app import Agent
 from agent.cli import main
@@ -28,6 +27,9 @@ from agent.module_host import (
 )
 from ledger import Ledger
 from mesh.identity import Identity
+
+if TYPE_CHECKING:
+    from .conftest import MakeMedium, StandInMedium
 
 SCENARIO = """
 name = "two-vehicles"
@@ -69,30 +71,6 @@ start_site = "s1"
 """ for vid in ("ev1", "ev2"))
 
 
-class OpenMedium(asyncio.DatagramProtocol):
-    """Every joined node hears every other one (sim_radio's medium protocol)."""
-
-    def __init__(self) -> None:
-        self.addrs: list[Any] = []
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        assert self.transport is not None
-        msg = decode(data)
-        if isinstance(msg, Join):
-            if addr not in self.addrs:
-                self.addrs.append(addr)
-            self.transport.sendto(encode(Welcome(self.addrs.index(addr), 100.0, 1400)), addr)
-        elif isinstance(msg, FrameOut):
-            src = self.addrs.index(addr)
-            for dst, to in enumerate(self.addrs):
-                if dst != src and msg.link_dst in (None, dst):
-                    self.transport.sendto(encode(FrameIn(msg.frame, src)), to)
-
-
 async def wait_for(check: Any, timeout_s: float = 15.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -105,12 +83,9 @@ def identities() -> list[Identity]:
     return [Identity.from_seed(bytes([i + 40]) * 32) for i in range(3)]
 
 
-async def start(tmp_path: Path, sections: list[dict[str, Any]]) -> tuple[list[Agent], Any]:
-    loop = asyncio.get_running_loop()
-    medium = OpenMedium()
-    transport, _ = await loop.create_datagram_endpoint(lambda: medium,
-                                                       local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
+async def start(tmp_path: Path, medium: StandInMedium,
+                sections: list[dict[str, Any]]) -> list[Agent]:
+    port = medium.port
     agents = []
     for i, (ident, section) in enumerate(zip(identities(), sections, strict=True)):
         d = tmp_path / f"n{i}"
@@ -127,7 +102,7 @@ async def start(tmp_path: Path, sections: list[dict[str, Any]]) -> tuple[list[Ag
         agent = Agent(config, ident, NodeLogger(ident.node_id.hex()))
         await agent.start()
         agents.append(agent)
-    return agents, transport
+    return agents
 
 
 def bodies(path: Path, ident: Identity, kind: str) -> list[Mapping[str, Any]]:
@@ -135,12 +110,14 @@ def bodies(path: Path, ident: Identity, kind: str) -> list[Mapping[str, Any]]:
         return [r.tx.body for r in led.query(type=kind) if r.author == ident.public_key]
 
 
-async def test_plan_acked_declined_replanned_and_recorded(tmp_path: Path) -> None:
+async def test_plan_acked_declined_replanned_and_recorded(tmp_path: Path,
+                                                          stand_in_medium: MakeMedium) -> None:
     coord, ev1, ev2 = identities()
     scenario = tmp_path / "scenario.toml"
     scenario.write_text(SCENARIO)
     coordinator_key = [coord.public_key.hex()]
-    agents, transport = await start(tmp_path, [
+    medium = await stand_in_medium(topology="open")
+    agents = await start(tmp_path, medium, [
         {"vehicle_keys": [f"ev1={ev1.public_key.hex()}", f"ev2={ev2.public_key.hex()}"],
          "retry_s": 1.0},
         {"vehicle_id": "ev1", "coordinator_keys": coordinator_key},
@@ -170,7 +147,6 @@ async def test_plan_acked_declined_replanned_and_recorded(tmp_path: Path) -> Non
     finally:
         for agent in agents:
             await agent.stop()
-        transport.close()
 
     led = [tmp_path / f"n{i}" / "ledger.sqlite" for i in range(3)]
     plans = bodies(led[0], coord, "interchange.plan")
@@ -187,11 +163,13 @@ async def test_plan_acked_declined_replanned_and_recorded(tmp_path: Path) -> Non
     assert declined["reason"] == "unavailable" and declined["coordinator"] == coord.node_id
 
 
-async def test_silent_vehicle_times_out_on_the_agent_timer(tmp_path: Path) -> None:
+async def test_silent_vehicle_times_out_on_the_agent_timer(tmp_path: Path,
+                                                           stand_in_medium: MakeMedium) -> None:
     coord, ev1, ev2 = identities()
     scenario = tmp_path / "scenario.toml"
     scenario.write_text(SCENARIO)
-    agents, transport = await start(tmp_path, [
+    medium = await stand_in_medium(topology="open")
+    agents = await start(tmp_path, medium, [
         {"vehicle_keys": [f"ev1={ev1.public_key.hex()}", f"ev2={ev2.public_key.hex()}"],
          "retry_s": 0.3, "retries": 1},
         {"vehicle_id": "ev1", "coordinator_keys": [coord.public_key.hex()]},
@@ -212,11 +190,12 @@ async def test_silent_vehicle_times_out_on_the_agent_timer(tmp_path: Path) -> No
     finally:
         for agent in agents:
             await agent.stop()
-        transport.close()
 
 
-async def test_charging_session_start_stop_recorded(tmp_path: Path) -> None:
-    agents, transport = await start(tmp_path, [{"vehicle_id": "ev1"}, {}, {}])
+async def test_charging_session_start_stop_recorded(tmp_path: Path,
+                                                    stand_in_medium: MakeMedium) -> None:
+    medium = await stand_in_medium(topology="open")
+    agents = await start(tmp_path, medium, [{"vehicle_id": "ev1"}, {}, {}])
     sock = str(tmp_path / "n0" / "c.sock")
     try:
         started = await asyncio.to_thread(
@@ -235,7 +214,6 @@ async def test_charging_session_start_stop_recorded(tmp_path: Path) -> None:
     finally:
         for agent in agents:
             await agent.stop()
-        transport.close()
     sessions = bodies(tmp_path / "n0" / "ledger.sqlite", identities()[0], "charging.session")
     assert [(s["status"], s["metered_wh"]) for s in sessions] == [("charging", 0),
                                                                  ("completed", 18500)]

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sim_radio.medium_protocol import FrameIn, FrameOut, Join, Welcome, decode, encode
 
 from agent.app import Agent
 from agent.config import parse_config
@@ -25,46 +24,13 @@ from ledger.store import SqliteStore
 from ledger.tx import default_registry
 from mesh.identity import Identity
 
-
-class ChainMedium(asyncio.DatagramProtocol):
-    """Joins give indexes 0, 1, 2...; node i hears nodes i-1 and i+1 only."""
-
-    def __init__(self, mtu: int) -> None:
-        self.mtu = mtu
-        self.addrs: dict[int, Any] = {}
-        self.transport: asyncio.DatagramTransport | None = None
-        self.frames = 0
-        self.cut: set[frozenset[int]] = set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        assert self.transport is not None
-        msg = decode(data)
-        if isinstance(msg, Join):
-            index = next((i for i, a in self.addrs.items() if a == addr), len(self.addrs))
-            self.addrs[index] = addr
-            self.transport.sendto(encode(Welcome(index, 100.0, self.mtu)), addr)
-        elif isinstance(msg, FrameOut):
-            src = next(i for i, a in self.addrs.items() if a == addr)
-            for dst in (src - 1, src + 1):
-                if (dst in self.addrs and msg.link_dst in (None, dst)
-                        and frozenset((src, dst)) not in self.cut):
-                    self.frames += 1
-                    self.transport.sendto(encode(FrameIn(msg.frame, src)), self.addrs[dst])
+if TYPE_CHECKING:
+    from .conftest import MakeMedium, StandInMedium
 
 
-async def start_agents(tmp_path: Path, count: int, mtu: int,
-                       backhaul: dict[str, Any] | None = None,
-                       cut: set[frozenset[int]] | None = None
-                       ) -> tuple[list[Agent], ChainMedium]:
-    loop = asyncio.get_running_loop()
-    medium = ChainMedium(mtu)
-    medium.cut = cut or set()
-    transport, _ = await loop.create_datagram_endpoint(lambda: medium,
-                                                       local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
+async def start_agents(tmp_path: Path, medium: StandInMedium, count: int,
+                       backhaul: dict[str, Any] | None = None) -> list[Agent]:
+    port = medium.port
     agents = []
     for i in range(count):
         d = tmp_path / f"n{i}"
@@ -81,7 +47,7 @@ async def start_agents(tmp_path: Path, count: int, mtu: int,
         agent = Agent(config, ident, NodeLogger(ident.node_id.hex()))
         await agent.start()
         agents.append(agent)
-    return agents, medium
+    return agents
 
 
 def neighbour_count(agent: Agent) -> int:
@@ -97,8 +63,9 @@ async def wait_until(check: Any, timeout_s: float = 10.0) -> None:
 
 
 async def test_agents_over_the_sim_medium_route_ping_and_reach_the_backhaul(
-        tmp_path: Path) -> None:
-    agents, medium = await start_agents(tmp_path, 3, mtu=1400)
+        tmp_path: Path, stand_in_medium: MakeMedium) -> None:
+    medium = await stand_in_medium(mtu=1400)
+    agents = await start_agents(tmp_path, medium, 3)
     try:
         await wait_until(lambda: neighbour_count(agents[1]) == 2)
         far = agents[2]
@@ -116,8 +83,6 @@ async def test_agents_over_the_sim_medium_route_ping_and_reach_the_backhaul(
     finally:
         for agent in agents:
             await agent.stop()
-        assert medium.transport is not None
-        medium.transport.close()
     # SIGTERM's path (stop) signed the pending events into the ledger.
     ident = agents[2].identity
     with Ledger.open(tmp_path / "n2" / "ledger.sqlite", ident) as ledger:
@@ -127,8 +92,10 @@ async def test_agents_over_the_sim_medium_route_ping_and_reach_the_backhaul(
         assert gateway["new"] == agents[0].identity.node_id
 
 
-async def test_small_medium_mtu_fragments_frames(tmp_path: Path) -> None:
-    agents, medium = await start_agents(tmp_path, 2, mtu=60)
+async def test_small_medium_mtu_fragments_frames(tmp_path: Path,
+                                                 stand_in_medium: MakeMedium) -> None:
+    medium = await stand_in_medium(mtu=60)
+    agents = await start_agents(tmp_path, medium, 2)
     try:
         await wait_until(lambda: neighbour_count(agents[0]) == 1)
         assert agents[0].node is not None
@@ -140,13 +107,12 @@ async def test_small_medium_mtu_fragments_frames(tmp_path: Path) -> None:
     finally:
         for agent in agents:
             await agent.stop()
-        assert medium.transport is not None
-        medium.transport.close()
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
-        tmp_path: Path, tls: bool, tls_files: tuple[Path, Path]) -> None:
+        tmp_path: Path, tls: bool, tls_files: tuple[Path, Path],
+        stand_in_medium: MakeMedium) -> None:
     """Agent 0 has a line and syncs over TCP (or TLS); agent 2 (no line) syncs through agent 0,
     whose relay opens the backhaul connection (over TLS too)."""
     store = SqliteStore(str(tmp_path / "backhaul.sqlite"))
@@ -159,8 +125,9 @@ async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
     port = await server.start("127.0.0.1", 0, ssl_context=server_tls)
     for i in range(3):
         store.enrol(Identity.from_seed(bytes([i + 7]) * 32).public_key, f"n{i}", 0)
-    agents, medium = await start_agents(
-        tmp_path, 3, mtu=1400,
+    medium = await stand_in_medium(mtu=1400)
+    agents = await start_agents(
+        tmp_path, medium, 3,
         backhaul={"host": "127.0.0.1", "port": port, "key": server_id.public_key.hex(),
                   "interval_s": 3600.0, **({"tls_ca": str(tls_files[0])} if tls else {})})
     try:
@@ -180,15 +147,16 @@ async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
     finally:
         for agent in agents:
             await agent.stop()
-        assert medium.transport is not None
-        medium.transport.close()
         await server.close()
         store.close()
 
 
-async def test_partitions_exchange_ledgers_when_they_meet(tmp_path: Path) -> None:
+async def test_partitions_exchange_ledgers_when_they_meet(
+        tmp_path: Path, stand_in_medium: MakeMedium) -> None:
     """{0, 1} and {2} record apart; when the 1-2 link appears, 2 gets both feeds."""
-    agents, medium = await start_agents(tmp_path, 3, mtu=1400, cut={frozenset((1, 2))})
+    medium = await stand_in_medium(mtu=1400)
+    medium.cut.add(frozenset((1, 2)))
+    agents = await start_agents(tmp_path, medium, 3)
     keys = [a.identity.public_key for a in agents]
     try:
         def feeds(i: int) -> set[bytes]:
@@ -207,5 +175,3 @@ async def test_partitions_exchange_ledgers_when_they_meet(tmp_path: Path) -> Non
     finally:
         for agent in agents:
             await agent.stop()
-        assert medium.transport is not None
-        medium.transport.close()
