@@ -10,8 +10,10 @@ the fastest library here, and `cryptography`/OpenSSL):
   signatures verified in a pool of 1 thread beside the ingesting one, the default on a
   machine with a second core ("ingest_pooled"; see machine.cpus), with the process's CPU
   time per block (comparable under load);
-- wire_ratio: session bytes on the wire / bytes of the missing blocks (target <= 1.1 + 2 KB);
-- round trips to find 1 and 100 differences among 10,000 feeds (target <= 4 for a small one);
+- wire_ratio: session bytes on the wire / bytes of the missing blocks, per case with the
+  limit 1.1x + 2 KB and whether it held, and how the difference was found (sketch or ranges);
+- round trips to find 1 and 100 differences among 10,000 feeds (target <= 4 for a small one),
+  and the 100-difference case over 20 different sets of missing feeds (sketch_trials);
 - backhaul: N concurrent agents (async clients in this process) each syncing 100 new blocks
   with a `manet-backhaul serve` child process, SQLite and PostgreSQL: throughput and p99.
 """
@@ -42,7 +44,7 @@ from ledger import Ledger, LedgerConfig, Transaction  # noqa: E402
 from ledger.backhaul.client import sync_with_backhaul  # noqa: E402
 from ledger.block import GENESIS_PREV, Block  # noqa: E402
 from ledger.local import sync_pair  # noqa: E402
-from ledger.sync import SyncConfig  # noqa: E402
+from ledger.sync import SyncConfig, SyncStats  # noqa: E402
 from mesh.identity import Identity  # noqa: E402
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -117,7 +119,9 @@ def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
            "wire_bytes_one_feed": result.wire_bytes,
            "missing_block_bytes_one_feed": result.initiator.stats.block_bytes_in,
            "wire_ratio_one_feed": round(result.wire_bytes
-                                        / result.initiator.stats.block_bytes_in, 4)}
+                                        / result.initiator.stats.block_bytes_in, 4),
+           **wire_target(result.wire_bytes, result.initiator.stats.block_bytes_in),
+           **recon_path(result.initiator.stats)}
     # The receiver alone (in a real sync the sender is another machine): decode, schema checks,
     # link and signature checks, durable store, in batches of 1,000 blocks.
     raws = list(src.store.iter_blocks(src.author))
@@ -134,6 +138,20 @@ def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
     src.close()
     dst.close()
     return out
+
+
+def wire_target(wire_bytes: int, block_bytes: int) -> dict[str, Any]:
+    """The issue's wire target for one case: at most 1.1x the missing blocks plus 2 KB."""
+    limit = int(1.1 * block_bytes + 2048)
+    return {"wire_limit_bytes": limit, "wire_target_met": wire_bytes <= limit}
+
+
+def recon_path(stats: SyncStats) -> dict[str, Any]:
+    """How the session found the difference: by sketch (estimator + IBLT), or by ranges
+    (feed-head lists or fingerprints, also the fallback when a sketch does not decode)."""
+    path = "ranges" if stats.sketch_cells == 0 or stats.sketch_failed else "sketch"
+    return {"path": path, "sketch_cells": stats.sketch_cells,
+            "sketch_failed": stats.sketch_failed}
 
 
 def many_feeds(n: int) -> list[bytes]:
@@ -158,10 +176,37 @@ def bench_round_trips(feeds: list[bytes]) -> dict[str, Any]:
             "missing_block_bytes": s.block_bytes_in,
             "wire_ratio": round(result.wire_bytes / s.block_bytes_in, 3),
             "overhead_bytes": result.wire_bytes - s.block_bytes_in,
+            **wire_target(result.wire_bytes, s.block_bytes_in), **recon_path(s),
         }
         a.close()
         b.close()
     return out
+
+
+def bench_sketch_trials(feeds: list[bytes], trials: int) -> dict[str, Any]:
+    """100 differences among the feeds, `trials` times with another 100 missing each time:
+    how often the sketch does not decode (then ranges take over and cost more bytes) and how
+    often the wire target holds."""
+    a = Ledger.open(":memory:", Identity.from_seed(b"\x05" * 32))
+    a.receive_blocks(feeds, NOW)
+    ratios: list[float] = []
+    failed = met = 0
+    for t in range(trials):
+        lo = (100 * t) % (len(feeds) - 100)
+        b = Ledger.open(":memory:", Identity.from_seed(b"\x06" * 32))
+        b.receive_blocks(feeds[:lo] + feeds[lo + 100:], NOW)
+        result = sync_pair(b, a, NOW)
+        s = result.initiator.stats
+        assert result.error is None and s.blocks_in == 100
+        ratios.append(result.wire_bytes / s.block_bytes_in)
+        failed += s.sketch_failed or s.sketch_cells == 0
+        met += wire_target(result.wire_bytes, s.block_bytes_in)["wire_target_met"]
+        b.close()
+    a.close()
+    return {"trials": trials, "feeds": len(feeds), "differences": 100,
+            "by_ranges": failed, "wire_target_met": met,
+            "wire_ratio_median": round(statistics.median(ratios), 3),
+            "wire_ratio_max": round(max(ratios), 3)}
 
 
 def bench_wire_diverged(tmp: Path) -> dict[str, Any]:
@@ -189,6 +234,7 @@ def bench_wire_diverged(tmp: Path) -> dict[str, Any]:
     return {"feeds": 1000, "differing_feeds": 100, "missing_blocks": s.blocks_in,
             "wire_bytes": result.wire_bytes, "missing_block_bytes": s.block_bytes_in,
             "wire_ratio": round(result.wire_bytes / s.block_bytes_in, 4),
+            **wire_target(result.wire_bytes, s.block_bytes_in), **recon_path(s),
             "round_trips": result.messages / 2}
 
 
@@ -283,7 +329,9 @@ def main() -> int:
         out["ingest"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate)
         out["ingest_pooled"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate,
                                             threads=1)
-        out["round_trips"] = bench_round_trips(many_feeds(2_000 if quick else 10_000))
+        feeds = many_feeds(2_000 if quick else 10_000)
+        out["round_trips"] = bench_round_trips(feeds)
+        out["sketch_trials"] = bench_sketch_trials(feeds, 5 if quick else 20)
         out["wire_diverged"] = bench_wire_diverged(tmp)
         agents = 50 if quick else args.agents
         if args.no_backhaul:
