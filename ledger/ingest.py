@@ -20,7 +20,7 @@ from typing import Protocol
 from ledger.block import Block, decode_block
 from ledger.errors import BlockError
 from ledger.tx import TxRegistry
-from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier, check_link, head_of
+from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier, check_link
 from mesh.identity import verify as ed25519_verify
 
 VERIFY_CHUNK = 64
@@ -64,7 +64,8 @@ def ingest(store: BlockStore, raws: Iterable[bytes], registry: TxRegistry, now_m
 
     With `pool`, signatures are verified there (then `verifier` must be thread-safe)."""
     result = IngestResult()
-    heads: dict[bytes, FeedHead | None] = {}
+    # A feed's head: from the store, then the last block taken (it has a head's fields).
+    heads: dict[bytes, FeedHead | Block | None] = {}
     flags: dict[bytes, str | None] = {}
     pending = _Pending(store, result, verifier, pool)
     pending_raw: dict[tuple[bytes, int], bytes] = {}
@@ -72,13 +73,14 @@ def ingest(store: BlockStore, raws: Iterable[bytes], registry: TxRegistry, now_m
         for raw in raws:
             block = decode_block(raw, registry)
             author = block.author
-            if author not in heads:
-                heads[author] = store.head(author)
+            if author in heads:
+                head = heads[author]
+            else:
+                head = heads[author] = store.head(author)
                 flags[author] = store.flag_of(author)
             if flags[author] is not None:
                 result.refused_flagged += 1
                 continue
-            head = heads[author]
             if head is not None and block.height <= head.height:
                 known = pending_raw.get((author, block.height))
                 if known is None:
@@ -99,7 +101,7 @@ def ingest(store: BlockStore, raws: Iterable[bytes], registry: TxRegistry, now_m
             check_link(block, head, now_ms, max_future_ms=max_future_ms)
             pending.add(block)
             pending_raw[(author, block.height)] = raw
-            heads[author] = head_of(block)
+            heads[author] = block
     except BaseException:
         pending.flush()  # what held before the fault (raises instead at an earlier bad signature)
         raise

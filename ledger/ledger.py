@@ -122,9 +122,10 @@ class Ledger:
 
     @property
     def verifier(self) -> Verifier:
-        """The signature check for received blocks: the cache, unless a pool verifies (the
-        cache is not thread-safe; the plain check is)."""
-        return ed25519_verify if self.verify_pool is not None else self.verify_cache.verify
+        """The signature check for received blocks: the plain one, not `verify_cache`. A block
+        is verified once (a duplicate is known by its bytes first), so the cache never hit
+        and kept up to 65,536 block messages (~55 MB of 850-byte blocks) alive."""
+        return ed25519_verify
 
     def sync_session(self, *, initiator: bool, peer: str, now: float,
                      config: SyncConfig | None = None) -> SyncSession:

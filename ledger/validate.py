@@ -40,9 +40,10 @@ def check_block(block: Block, head: FeedHead | None, now_ms: int, *,
         raise BlockError("signature", f"bad signature at height {block.height}")
 
 
-def check_link(block: Block, head: FeedHead | None, now_ms: int, *,
+def check_link(block: Block, head: FeedHead | Block | None, now_ms: int, *,
                max_future_ms: int = MAX_FUTURE_MS) -> None:
-    """Every check of `check_block` but the signature (for callers that verify in batches)."""
+    """Every check of `check_block` but the signature (for callers that verify in batches).
+    `head` may be the previous block itself (it has a head's fields)."""
     if head is None:
         if block.height != 0:
             raise BlockError("gap", f"height {block.height} of an unknown feed (expected 0)")
