@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -342,12 +343,14 @@ class DecodeCache:
 
     Decoding is a pure function of the bytes and frames are immutable, so a simulator may
     share one cache among all its nodes: a broadcast heard by twelve neighbours is parsed
-    once. Only frames that decode are kept; errors are raised every time.
+    once. Only frames that decode are kept; errors are raised every time. Oldest out by a
+    deque of keys (as VerifyCache: `next(iter(dict))` gets slow once the cache is full).
     """
 
     def __init__(self, capacity: int = 16384) -> None:
         self.capacity = capacity
         self._frames: dict[bytes, Frame] = {}
+        self._order: deque[bytes] = deque()
         self.hits = 0
 
     def decode(self, data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
@@ -359,8 +362,9 @@ class DecodeCache:
             return frame
         frame = decode(data, max_bytes)
         self._frames[data] = frame
-        if len(self._frames) > self.capacity:
-            del self._frames[next(iter(self._frames))]
+        self._order.append(data)
+        if len(self._order) > self.capacity:
+            del self._frames[self._order.popleft()]
         return frame
 
 

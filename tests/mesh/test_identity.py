@@ -58,3 +58,16 @@ def test_signatures_and_cache() -> None:
     for i in range(5):
         cache.verify(a.public_key, sig, bytes([i]))
     assert len(cache._results) == 2  # bounded
+
+
+def test_vouched_signatures_skip_verification_but_bind_the_message() -> None:
+    a = Identity.from_seed(b"a" * 32)
+    cache = VerifyCache()
+    sig = a.sign(b"ctx" + b"msg")
+    cache.vouch(a.public_key, sig, b"msg", b"ctx")
+    assert cache.verify(a.public_key, sig, b"msg", b"ctx")
+    assert (cache.hits, cache.misses) == (1, 0)
+    # Anything else about the frame differs: the cryptography decides, and says no.
+    assert not cache.verify(a.public_key, sig, b"msG", b"ctx")
+    assert not cache.verify(a.public_key, sig, b"msg", b"xtc")
+    assert cache.misses == 2
