@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from random import Random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh import events as ev
 from mesh.frames import BACKHAUL, DecodeCache
@@ -29,6 +29,9 @@ from sim_radio.radio import UnitDisk, airtime_s
 from sim_radio.scenario import Interface, Scenario
 from sim_radio.spatial import SpatialHash
 from sim_radio.traffic import Flow, parse_payload, payload
+
+if TYPE_CHECKING:
+    from sim_radio.ledgers import SimLedgers
 
 SLOT_S = 20e-6
 """802.11b slot time: also the carrier-sense detection delay (frames that started less
@@ -308,6 +311,11 @@ class Simulation:
         self._flow_seq = [0] * len(self.flows)
         self.snapshots: list[Snapshot] = []
         self.wall_seconds = 0.0
+        self.ledgers: SimLedgers | None = None
+        if scenario.ledger.enabled:
+            from sim_radio.ledgers import SimLedgers  # the ledger package only when asked
+
+            self.ledgers = SimLedgers(self, scenario.ledger, Random(derive_seed(s, "ledger")))
         self._setup()
 
     # ----------------------------------------------------------------- positions
@@ -333,9 +341,12 @@ class Simulation:
                 metrics.transmitted(tx.kind, len(tx.data), now)
                 channels[tx.iface].enqueue(i, tx)
         event = node.next_event()
+        ledgers = self.ledgers
         while event is not None:
             if isinstance(event, _DATA_EVENTS):
                 self._data_event(i, event)
+            elif ledgers is not None:
+                ledgers.on_event(i, event)
             event = node.next_event()
         t = node.get_timer()
         if t is not None:
@@ -367,6 +378,8 @@ class Simulation:
         self._drain(i)
 
     def _data_event(self, i: int, event: ev.DataReceived | ev.BackhaulData) -> None:
+        if self.ledgers is not None and self.ledgers.on_payload(i, event):
+            return
         parsed = parse_payload(event.payload)
         if parsed is None:
             return
@@ -510,6 +523,8 @@ class Simulation:
                 if key.startswith("drop_") and value:
                     drops[key[5:]] = drops.get(key[5:], 0) + value
         body["core_drops"] = dict(sorted(drops.items()))
+        if self.ledgers is not None:
+            body["ledger"] = self.ledgers.summary()
         summary.update(body)
         return Result(summary, self.metrics.series(), list(self.snapshots))
 

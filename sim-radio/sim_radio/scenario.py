@@ -137,6 +137,19 @@ class Move:
     to: tuple[float, float]
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerSpec:
+    """`[ledger]`: every node's ledger and its sync with a simulated backhaul
+    (sim_radio.ledgers)."""
+
+    enabled: bool = False
+    block_delay_s: float = 2.0
+    sync_interval_s: float = 60.0
+    retry_s: float = 5.0
+    rto_s: float = 2.0
+    fetch: bool = True
+
+
 @dataclass(slots=True)
 class Scenario:
     """A validated scenario; `build_mobility` and `build_flows` draw its random parts."""
@@ -167,6 +180,7 @@ class Scenario:
     notes: list[str] = field(default_factory=list)
     trace_paths: list[list[tuple[float, float, float]]] | None = None
     ns2_traffic: ns2.Ns2Traffic | None = None
+    ledger: LedgerSpec = field(default_factory=LedgerSpec)
 
     def build_mobility(self, rng: Random) -> mob.Mobility:
         m = self.mobility
@@ -506,6 +520,15 @@ def _from_dict(data: dict[str, Any], path: Path) -> Scenario:
                                                         "[[traffic.flow]] tables")
     traffic_t.done()
 
+    ledger_t = top.sub("ledger")
+    ledger = LedgerSpec(ledger_t.flag("enabled", False),
+                        ledger_t.num("block_delay_s", 2.0, positive=True),
+                        ledger_t.num("sync_interval_s", 60.0, positive=True),
+                        ledger_t.num("retry_s", 5.0, positive=True),
+                        ledger_t.num("rto_s", 2.0, positive=True),
+                        ledger_t.flag("fetch", True))
+    ledger_t.done()
+
     plot = top.sub("plot")
     times = plot.array("times_s", [0.0, duration / 2, duration])
     if not all(isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t <= duration
@@ -522,4 +545,4 @@ def _from_dict(data: dict[str, Any], path: Path) -> Scenario:
                     coverage=coverage, traffic_model=tmodel, traffic=tparams, mesh=mesh,
                     sample_interval_s=sample, grid_refresh_s=refresh,
                     plot_times_s=[float(t) for t in times], notes=notes,
-                    trace_paths=trace_paths, ns2_traffic=ns2_traffic)
+                    trace_paths=trace_paths, ns2_traffic=ns2_traffic, ledger=ledger)

@@ -1,0 +1,102 @@
+"""Every node's ledger in the simulator: routing history signed into blocks, synced with the
+simulated backhaul over the node's own line or through a gateway over the mesh."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from sim_radio import scenario as scn
+from sim_radio.engine import Simulation
+from sim_radio.errors import ScenarioError
+
+Make = Callable[..., scn.Scenario]
+
+# Node 0 keeps its line; nodes 1-3 form a chain behind it and never have one; node 4 has a
+# line until 40 s, then syncs through the mesh (its neighbour 3, then 0 as the gateway).
+CHAIN = """
+[run]
+duration_s = {duration}
+[mobility]
+model = "static"
+positions = [[0, 0], [200, 0], [400, 0], [600, 0], [800, 0]]
+[radio]
+range_m = 250
+[coverage]
+model = "cells"
+cells = [{{ x = 0, y = 0, radius_m = 50 }}, {{ x = 800, y = 0, radius_m = 50 }}]
+scheduled = [{{ nodes = [4], start_s = 40 }}]
+[traffic]
+model = "cbr"
+[[traffic.flow]]
+src = 2
+dst = "backhaul"
+rate_pps = 2
+start_s = 5
+[ledger]
+enabled = true
+sync_interval_s = 15
+fetch = {fetch}
+"""
+
+
+def test_every_feed_reaches_the_backhaul_intact_over_lines_and_gateways(
+        make_scenario: Make) -> None:
+    sim = Simulation(make_scenario(CHAIN.format(duration=120, fetch="true")))
+    result = sim.run()
+    led = result.summary["ledger"]
+    assert sim.ledgers is not None
+    assert led["syncs_failed"] == 0
+    assert led["syncs_direct"] >= 2 and led["syncs_gateway"] >= 3
+    backhaul = sim.ledgers.backhaul
+    assert backhaul.verify().ok
+    for i, device in enumerate(sim.ledgers.ledgers):
+        head = backhaul.store.head(device.author)
+        assert head is not None, f"node {i}: nothing at the backhaul"
+        # Byte for byte what the node signed, up to what it had when it last synced.
+        for height in range(head.height + 1):
+            assert (backhaul.store.block_raw(device.author, height)
+                    == device.store.block_raw(device.author, height))
+        assert device.height() - head.height <= 8  # at most the last interval's blocks
+        assert device.query(type="mesh.route_added")  # routing history was recorded
+    # Node 4 lost its line at 40 s; its history after that came up through a gateway.
+    assert result.summary["core_drops"].get("no_route_found", 0) == 0
+    assert led["blocks_copied_to_devices"] > 0  # devices fetched each other's feeds
+    assert 0 < led["mean_lag_s"] <= led["p95_lag_s"] <= 15 + 10
+    assert led["mesh_payloads"] > 0 and led["payloads_lost_at_gateway"] == 0
+
+
+def test_upload_only_syncs_copy_nothing_back_and_cost_the_mesh_less(make_scenario: Make) -> None:
+    both = Simulation(make_scenario(CHAIN.format(duration=90, fetch="true"))).run()
+    up = Simulation(make_scenario(CHAIN.format(duration=90, fetch="false"))).run()
+    assert up.summary["ledger"]["blocks_copied_to_devices"] == 0
+    assert up.summary["ledger"]["blocks_at_backhaul"] > 0
+    assert up.summary["ledger"]["mesh_bytes"] < both.summary["ledger"]["mesh_bytes"]
+
+
+def test_same_seed_same_ledger_figures(make_scenario: Make) -> None:
+    text = CHAIN.format(duration=60, fetch="true")
+    a = Simulation(make_scenario(text, "same.toml")).run().summary
+    b = Simulation(make_scenario(text, "same.toml")).run().summary
+    for summary in (a, b):
+        summary.pop("wall_seconds")
+        summary.pop("sim_seconds_per_wall_second")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_without_the_section_no_ledger_is_kept(make_scenario: Make) -> None:
+    text = CHAIN.format(duration=5, fetch="true").split("[ledger]")[0]
+    sim = Simulation(make_scenario(text))
+    assert sim.ledgers is None and "ledger" not in sim.run().summary
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ('enabled = "yes"', "ledger.enabled"),
+    ("sync_interval_s = 0", "ledger.sync_interval_s"),
+    ("peers = true", "ledger.peers"),
+])
+def test_bad_ledger_keys_are_named(make_scenario: Make, line: str, key: str) -> None:
+    text = CHAIN.format(duration=5, fetch="true").split("[ledger]")[0] + "[ledger]\n" + line
+    with pytest.raises(ScenarioError, match=key):
+        make_scenario(text)
