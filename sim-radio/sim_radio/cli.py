@@ -44,6 +44,18 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("gateway reachability", _fmt(summary["gateway_reachability"])),
         ("MAC", ", ".join(f"{k} {v}" for k, v in summary["mac"].items())),
     ]
+    led = summary.get("ledger")
+    if led is not None:
+        rows += [
+            ("ledger blocks at backhaul", f"{led['blocks_at_backhaul']} of "
+                                          f"{led['blocks_written']} "
+                                          f"({_fmt(led['share_at_backhaul'])})"),
+            ("  lag mean / p95 (s)", f"{_fmt(led['mean_lag_s'], 1)} / "
+                                     f"{_fmt(led['p95_lag_s'], 1)}"),
+            ("  syncs direct / gateway", f"{led['syncs_direct']} / {led['syncs_gateway']}, "
+                                         f"{led['syncs_failed']} failed"),
+            ("  on the mesh", f"{led['mesh_payloads']} payloads, {led['mesh_bytes']} bytes"),
+        ]
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k:<{width}}  {v}" for k, v in rows]
     flows = summary["flows"]

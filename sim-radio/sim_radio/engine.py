@@ -526,5 +526,8 @@ class Simulation:
         if self.ledgers is not None:
             body["ledger"] = self.ledgers.summary()
         summary.update(body)
-        return Result(summary, self.metrics.series(), list(self.snapshots))
+        series = self.metrics.series()
+        if self.ledgers is not None:
+            series.update(self.ledgers.series)
+        return Result(summary, series, list(self.snapshots))
 

@@ -36,7 +36,7 @@ from ledger.planner import PlannerConfig, SyncPlanner
 from ledger.sync import SyncConfig, SyncSession
 from mesh import events as ev
 from mesh.frames import BACKHAUL
-from sim_radio.clock import PRIO_CONTROL, PRIO_TIMER
+from sim_radio.clock import PRIO_CONTROL, PRIO_SAMPLE, PRIO_TIMER
 from sim_radio.engine import derive_identity
 
 if TYPE_CHECKING:
@@ -111,12 +111,18 @@ class SimLedgers:
         self._arrived = [0] * sim.n
         """Per node, how many of its blocks the backhaul holds."""
         self._lags: list[float] = []
+        self.series: dict[str, list[float | None]] = {
+            "ledger_t": [], "ledger_written": [], "ledger_at_backhaul": []}
+        """Blocks signed and blocks at the backhaul, fleet-wide, every sample interval."""
+        self._written_total = 0
+        self._arrived_total = 0
         self.counts = {"syncs_direct": 0, "syncs_gateway": 0, "syncs_ok": 0,
                        "syncs_failed": 0, "mesh_payloads": 0, "mesh_bytes": 0,
                        "line_payloads": 0, "payloads_lost_at_gateway": 0}
         for i, node in enumerate(sim.nodes):
             self.planners[i].on_event(ev.LineStatusChanged(node.line, node.line, 0.0), 0.0)
             self._schedule(i)
+        sim.clock.at(0.0, PRIO_SAMPLE, self._sample, None)
 
     # ----------------------------------------------------------------- from the engine
 
@@ -125,7 +131,7 @@ class SimLedgers:
         now = self.sim.clock.now
         led = self.ledgers[i]
         if led.record_event(event, EPOCH_S + now) and not led.pending:
-            self._written[i].append(now)  # this record filled a block
+            self._signed(i, now)  # this record filled a block
         self.planners[i].on_event(event, now)
         self._schedule(i)
 
@@ -166,9 +172,8 @@ class SimLedgers:
         self._pump_due[i] = False
         now = self.sim.clock.now
         led = self.ledgers[i]
-        block = led.handle_timer(EPOCH_S + now)
-        if block is not None:
-            self._written[i].append(now)
+        if led.handle_timer(EPOCH_S + now) is not None:
+            self._signed(i, now)
         planner = self.planners[i]
         end = self.syncs[i]
         if end is None:
@@ -195,9 +200,8 @@ class SimLedgers:
 
     def _start(self, i: int, route: str, now: float) -> _End:
         led = self.ledgers[i]
-        if led.pending:
-            led.flush(EPOCH_S + now)
-            self._written[i].append(now)
+        if led.flush(EPOCH_S + now) is not None:
+            self._signed(i, now)
         session = led.sync_session(initiator=True, peer=BACKHAUL_NAME, now=EPOCH_S + now,
                                    config=self.sync_config)
         stream = MeshStream(self.rng.randbytes(STREAM_ID_LEN), config=self.stream_config)
@@ -323,7 +327,22 @@ class SimLedgers:
         written = self._written[device]
         for height in range(self._arrived[device], min(have, len(written))):
             self._lags.append(now - written[height])
-        self._arrived[device] = max(self._arrived[device], have)
+        if have > self._arrived[device]:
+            self._arrived_total += have - self._arrived[device]
+            self._arrived[device] = have
+
+    def _signed(self, i: int, now: float) -> None:
+        self._written[i].append(now)
+        self._written_total += 1
+
+    def _sample(self, _: object) -> None:
+        now = self.sim.clock.now
+        self.series["ledger_t"].append(now)
+        self.series["ledger_written"].append(self._written_total)
+        self.series["ledger_at_backhaul"].append(self._arrived_total)
+        nxt = now + self.sim.scenario.sample_interval_s
+        if nxt <= self.sim.scenario.duration_s:
+            self.sim.clock.at(nxt, PRIO_SAMPLE, self._sample, None)
 
     # ----------------------------------------------------------------- figures
 

@@ -70,9 +70,10 @@ def _topology(snap: Snapshot, width: float, height: float, title: str, path: Pat
     plt.close(fig)
 
 
-def _series(series: dict[str, list[float | None]], key: str) -> tuple[list[float], list[float]]:
+def _series(series: dict[str, list[float | None]], key: str,
+            t_key: str = "t") -> tuple[list[float], list[float]]:
     ts, vs = [], []
-    for t, v in zip(series["t"], series[key], strict=True):
+    for t, v in zip(series[t_key], series[key], strict=True):
         if v is not None:
             ts.append(float(t) if t is not None else 0.0)
             vs.append(v)
@@ -116,6 +117,20 @@ def write(result: Result, out_dir: str | Path, *, width_m: float, height_m: floa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
+    if "ledger_t" in s:
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        for key, label in (("ledger_written", "blocks signed"),
+                           ("ledger_at_backhaul", "of those, at the backhaul")):
+            ax.plot(*_series(s, key, "ledger_t"), lw=1.2, label=label)
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("blocks (whole fleet)")
+        ax.legend(loc="upper left")
+        ax.set_title(f"{title}: ledger history reaching the backhaul")
+        fig.tight_layout()
+        path = out / "ledger.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
     return written
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from sim_radio import plots
 from sim_radio import scenario as scn
 from sim_radio.engine import Simulation
 from sim_radio.errors import ScenarioError
@@ -100,3 +102,15 @@ def test_bad_ledger_keys_are_named(make_scenario: Make, line: str, key: str) -> 
     text = CHAIN.format(duration=5, fetch="true").split("[ledger]")[0] + "[ledger]\n" + line
     with pytest.raises(ScenarioError, match=key):
         make_scenario(text)
+
+
+def test_series_and_plot_show_history_reaching_the_backhaul(make_scenario: Make,
+                                                              tmp_path: Path) -> None:
+    sc = make_scenario(CHAIN.format(duration=60, fetch="true"))
+    result = Simulation(sc).run()
+    written, at_backhaul = result.series["ledger_written"], result.series["ledger_at_backhaul"]
+    assert len(result.series["ledger_t"]) == len(written) == 61
+    assert written == sorted(written) and at_backhaul == sorted(at_backhaul)  # type: ignore[type-var]
+    assert 0 < at_backhaul[-1] <= written[-1]  # type: ignore[operator]
+    paths = plots.write(result, tmp_path, width_m=sc.width_m, height_m=sc.height_m, title="t")
+    assert (tmp_path / "ledger.png") in paths and (tmp_path / "ledger.png").stat().st_size > 0
