@@ -5,26 +5,26 @@ PostgreSQL). A block that fails validation raises `BlockError`: the caller cuts 
 sent it. Blocks validated before the bad one in the same batch are stored first, so nothing
 good is lost.
 
-Signatures are the costly part. With a thread pool, they are checked there in chunks while
-this thread decodes the next blocks: libsodium releases the GIL, so on a multi-core device
-verification runs beside the Python work. Nothing is stored before its signature held.
+Signatures are the costly part. With a `SignaturePool`, they are checked in chunks in child
+processes while this thread decodes and validates the next blocks (`ledger.sigpool` says why
+not threads). Nothing is stored before its signature held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.block import Block, decode_block
 from ledger.errors import BlockError
+from ledger.sigpool import SignaturePool, Signed
 from ledger.tx import TxRegistry
 from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier, check_link
 from mesh.identity import verify as ed25519_verify
 
 VERIFY_CHUNK = 64
-"""Blocks per verification job handed to a pool."""
+"""Blocks per chunk of signatures handed to a pool."""
 
 
 class BlockStore(Protocol):
@@ -59,10 +59,11 @@ class IngestResult:
 def ingest(store: BlockStore, raws: Iterable[bytes], registry: TxRegistry, now_ms: int, *,
            verifier: Verifier = ed25519_verify,
            max_future_ms: int = MAX_FUTURE_MS,
-           pool: Executor | None = None) -> IngestResult:
+           pool: SignaturePool | None = None) -> IngestResult:
     """Validate and durably store `raws` (each feed's blocks in height order).
 
-    With `pool`, signatures are verified there (then `verifier` must be thread-safe)."""
+    With `pool`, most signatures are checked in its child processes (with libsodium; the
+    rest here with `verifier`)."""
     result = IngestResult()
     # A feed's head: from the store, then the last block taken (it has a head's fields).
     heads: dict[bytes, FeedHead | Block | None] = {}
@@ -109,8 +110,8 @@ def ingest(store: BlockStore, raws: Iterable[bytes], registry: TxRegistry, now_m
     return result
 
 
-def _first_bad(verifier: Verifier, signed: list[tuple[bytes, bytes, bytes]]) -> int:
-    """Index of the first (key, signature, message) that fails, or -1 (runs in the pool)."""
+def _first_bad(verifier: Verifier, signed: Sequence[Signed]) -> int:
+    """Index of the first (key, signature, message) that fails, or -1."""
     for i, (key, signature, message) in enumerate(signed):
         if not verifier(key, signature, message):
             return i
@@ -120,19 +121,20 @@ def _first_bad(verifier: Verifier, signed: list[tuple[bytes, bytes, bytes]]) -> 
 class _Pending:
     """Blocks that passed every check but (with a pool) their signature, in order.
 
-    With a pool, signatures go out in chunks while this thread decodes the next blocks. When
-    the batch is complete this thread joins in: it verifies itself every chunk the pool has
-    not started yet (cancelled there), so no core waits while signatures are left."""
+    With a pool, every `VERIFY_CHUNK` blocks go to a child process as one chunk while this
+    thread decodes the next ones; when every child is busy, this thread checks the chunk
+    itself, and so it does the last, partial chunk while the children finish theirs."""
 
     def __init__(self, store: BlockStore, result: IngestResult, verifier: Verifier,
-                 pool: Executor | None) -> None:
+                 pool: SignaturePool | None) -> None:
         self.store = store
         self.result = result
         self.verifier = verifier
         self.pool = pool
         self.blocks: list[Block] = []
-        self.jobs: list[tuple[int, list[tuple[bytes, bytes, bytes]], Future[int]]] = []
-        self.submitted = 0
+        self.chunks: list[tuple[int, list[Signed], int | None, int]] = []
+        """(first block, signatures, the pool's ticket or None, first bad index if known)"""
+        self.chunked = 0
 
     def add(self, block: Block) -> None:
         if self.pool is None:
@@ -141,41 +143,44 @@ class _Pending:
             self.blocks.append(block)
             return
         self.blocks.append(block)
-        if len(self.blocks) - self.submitted >= VERIFY_CHUNK:
-            self._submit()
+        if len(self.blocks) - self.chunked >= VERIFY_CHUNK:
+            self._chunk(send=True)
 
-    def _submit(self) -> None:
+    def _chunk(self, *, send: bool) -> None:
         assert self.pool is not None
-        chunk = [(b.author, b.signature, b.signing_bytes()) for b in self.blocks[self.submitted:]]
-        self.jobs.append((self.submitted, chunk,
-                          self.pool.submit(_first_bad, self.verifier, chunk)))
-        self.submitted = len(self.blocks)
+        start = self.chunked
+        chunk = [(b.author, b.signature, b.signing_bytes()) for b in self.blocks[start:]]
+        self.chunked = len(self.blocks)
+        ticket = self.pool.send(chunk) if send else None
+        bad = _first_bad(self.verifier, chunk) if ticket is None else -1
+        self.chunks.append((start, chunk, ticket, bad))
+        if bad >= 0:
+            self.flush()  # stores what held before it, then raises
 
     def flush(self) -> None:
         """Store the blocks up to the first bad signature in one durable commit; raise there."""
         bad = -1
         if self.pool is not None:
-            if self.submitted < len(self.blocks):
-                self._submit()
-            # Take back, newest first and one at a time, the chunks no pool thread has
-            # started, and verify them here while the pool works from the oldest.
-            inline: dict[int, int] = {}
-            for k in range(len(self.jobs) - 1, -1, -1):
-                if not self.jobs[k][2].cancel():
-                    break
-                inline[k] = _first_bad(self.verifier, self.jobs[k][1])
-            for k, (start, _chunk, job) in enumerate(self.jobs):
-                i = inline[k] if k in inline else job.result()
-                if i >= 0:
-                    bad = start + i
-                    break
+            if self.chunked < len(self.blocks):
+                self._chunk(send=False)  # here, while the children finish theirs
+            chunks, self.chunks = self.chunks, []
+            try:
+                for start, chunk, ticket, known in chunks:
+                    # every answer is read, even after a bad one: the pipes stay in step
+                    found = known if ticket is None else self.pool.receive(ticket)
+                    if found is None:  # the child is gone: check its chunk here
+                        found = _first_bad(self.verifier, chunk)
+                    if found >= 0 and bad < 0:
+                        bad = start + found
+            except BaseException:
+                self.pool.close()  # answers left unread: start afresh next time
+                raise
         blocks = self.blocks if bad < 0 else self.blocks[:bad]
         self.store.put_blocks(blocks)
         self.result.stored += blocks
         failed = None if bad < 0 else self.blocks[bad]
         self.blocks = []
-        self.jobs = []
-        self.submitted = 0
+        self.chunked = 0
         if failed is not None:
             raise BlockError("signature", f"bad signature at height {failed.height}")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from ledger.block import GENESIS_PREV, Block, decode_block
 from ledger.errors import BlockError, LedgerError
 from ledger.ingest import IngestResult, ingest
+from ledger.sigpool import SignaturePool
 from ledger.store import SqliteStore
 from ledger.sync import SyncConfig, SyncSession
 from ledger.tx import Transaction, TxRegistry, default_registry, transaction_from_mesh_event
@@ -35,8 +35,8 @@ from mesh.identity import Identity, VerifyCache
 from mesh.identity import verify as ed25519_verify
 
 
-def default_verify_threads() -> int:
-    """`LedgerConfig.verify_threads` unless given: one pool thread when there is a second core."""
+def default_verify_processes() -> int:
+    """One signature child when there is a second core, else none (the backhaul's default)."""
     return 1 if (os.cpu_count() or 1) > 1 else 0
 
 
@@ -54,11 +54,12 @@ class LedgerConfig:
     """How far ahead of our clock a received block's timestamp may be."""
     check_on_open: bool = True
     """Run SQLite's quick_check when opening (linear in the file size)."""
-    verify_threads: int = field(default_factory=default_verify_threads)
-    """Threads that verify received blocks' signatures beside the decoding (0: none, verify
-    inline). libsodium releases the GIL, so this pays on a device with a spare core; the
-    ingesting thread verifies whatever the pool has not started, so a busy core costs little.
-    Default: 1 on a machine with more than one core, else 0."""
+    verify_processes: int = 0
+    """Child processes that check received blocks' signatures while this one decodes,
+    validates and stores them (`ledger.sigpool`; 0: all inline, the default, because a
+    simulator runs hundreds of ledgers in one process). A device with a spare core sets 1
+    (`default_verify_processes()`): a child starts at the first batch of more than 64
+    blocks, and the ingesting thread checks what finds no idle child."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +97,10 @@ class Ledger:
         self.registry = registry
         self.config = config
         self.verify_cache = VerifyCache()
-        self.verify_pool: Executor | None = None
-        """Where received blocks' signatures are checked (`LedgerConfig.verify_threads`)."""
-        if config.verify_threads > 0:
-            self.verify_pool = ThreadPoolExecutor(config.verify_threads,
-                                                  thread_name_prefix="ledger-verify")
+        self.verify_pool: SignaturePool | None = None
+        """Where received blocks' signatures are checked (`LedgerConfig.verify_processes`)."""
+        if config.verify_processes > 0:
+            self.verify_pool = SignaturePool(config.verify_processes)
         self._pending: list[Transaction] = []
         self._first_pending: float | None = None
 
@@ -117,7 +117,7 @@ class Ledger:
         if self._pending:
             self.flush()
         if self.verify_pool is not None:
-            self.verify_pool.shutdown()
+            self.verify_pool.close()
         self.store.close()
 
     @property

@@ -46,7 +46,6 @@ protocol is cut: the session fails with `SyncError`, the reason goes to the stor
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +63,7 @@ from ledger.reconcile import (
     Item,
     ReconIndex,
 )
+from ledger.sigpool import SignaturePool
 from ledger.tx import TxRegistry
 from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier
 from mesh.identity import verify as ed25519_verify
@@ -157,7 +157,7 @@ class SyncSession:
                  now: float, config: SyncConfig | None = None,
                  verifier: Verifier = ed25519_verify,
                  on_blocks: Callable[[int], None] | None = None,
-                 pool: Executor | None = None) -> None:
+                 pool: SignaturePool | None = None) -> None:
         """`pool`: where to verify received blocks' signatures (`ledger.ingest.ingest`)."""
         self.store = store
         self.registry = registry

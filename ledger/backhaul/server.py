@@ -23,10 +23,11 @@ from ledger.backhaul import protocol as p
 from ledger.backhaul.exchange import exchange_sync
 from ledger.checkpoint import Checkpoint, MerkleTree
 from ledger.errors import AuthError, SyncError
-from ledger.ledger import default_verify_threads
+from ledger.ledger import default_verify_processes
+from ledger.sigpool import SignaturePool
 from ledger.sync import SyncConfig, SyncSession, SyncStore
 from ledger.tx import TxRegistry
-from mesh.identity import Identity, VerifyCache
+from mesh.identity import Identity
 from mesh.identity import verify as ed25519_verify
 
 log = logging.getLogger("manet.backhaul")
@@ -55,9 +56,9 @@ class ServerConfig:
     backlog: int = 4096
     """Pending connections the kernel queues. Agents wait for the server's HELLO, so a connection
     dropped from a full accept queue would hang until the agent's timeout: keep this large."""
-    verify_threads: int = field(default_factory=default_verify_threads)
-    """Threads that verify received blocks' signatures beside the store thread's decoding
-    (`LedgerConfig.verify_threads`; 1 on a multi-core machine, else 0: inline, cached)."""
+    verify_processes: int = field(default_factory=default_verify_processes)
+    """Child processes that check received blocks' signatures beside the store thread
+    (`LedgerConfig.verify_processes`; 1 on a multi-core machine, else 0: inline)."""
     group_commit: int = 64
     """Sync messages of different agents handled in one store transaction (one fsync or
     PostgreSQL commit for all; each is answered after that commit). 1: a commit per message."""
@@ -72,11 +73,9 @@ class BackhaulServer:
         self.identity = identity
         self.registry = registry
         self.config = config or ServerConfig()
-        self.verify_cache = VerifyCache(capacity=1 << 18)
-        self.verify_pool: ThreadPoolExecutor | None = None
-        if self.config.verify_threads > 0:
-            self.verify_pool = ThreadPoolExecutor(self.config.verify_threads,
-                                                  thread_name_prefix="backhaul-verify")
+        self.verify_pool: SignaturePool | None = None
+        if self.config.verify_processes > 0:
+            self.verify_pool = SignaturePool(self.config.verify_processes)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backhaul-store")
         self.checkpoint: Checkpoint | None = None
         self.tree: MerkleTree | None = None
@@ -154,7 +153,7 @@ class BackhaulServer:
             await self.server.wait_closed()
         self.executor.shutdown(wait=True)
         if self.verify_pool is not None:
-            self.verify_pool.shutdown(wait=True)
+            self.verify_pool.close()
 
     def _current_checkpoint(self, now: float) -> tuple[Checkpoint, MerkleTree]:
         """Runs in the store thread: re-sign when the last checkpoint is too old."""
@@ -218,9 +217,7 @@ class BackhaulServer:
     def _new_session(self, peer: str) -> SyncSession:
         return SyncSession(self.store, self.registry, initiator=False, peer=peer,
                            now=time.time(), config=self.config.sync,
-                           verifier=(self.verify_cache.verify if self.verify_pool is None
-                                     else ed25519_verify),
-                           pool=self.verify_pool)
+                           verifier=ed25519_verify, pool=self.verify_pool)
 
     async def _sync(self, session: SyncSession, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:

@@ -4,10 +4,9 @@ equivocation."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,8 +16,9 @@ from ledger.checkpoint import MerkleTree
 from ledger.errors import BlockError, StorageError, TxError
 from ledger.ingest import ingest
 from ledger.local import sync_pair
+from ledger.sigpool import SignaturePool, Signed
 from mesh import events as ev
-from mesh.identity import Identity
+from mesh.identity import Identity, verify
 
 NOW = 1_750_000_000.0
 MakeLedger = Callable[..., Ledger]
@@ -229,11 +229,11 @@ def test_a_forged_proof_cuts_the_peer(make_ledger: MakeLedger) -> None:
     assert info.value.reason == "invalid_proof" and not c.store.flagged()
 
 
-@pytest.mark.parametrize("threads", [0, 2])
+@pytest.mark.parametrize("processes", [0, 2])
 def test_blocks_before_a_bad_signature_are_stored_with_or_without_a_pool(
-        make_ledger: MakeLedger, threads: int) -> None:
-    """Verification in a pool (in chunks, beside the decoding) stores exactly what inline
-    verification stores: every block before the first bad signature, nothing after it."""
+        make_ledger: MakeLedger, processes: int) -> None:
+    """Verification in child processes (in chunks, beside the decoding) stores exactly what
+    inline verification stores: every block before the first bad signature, nothing after."""
     author = Identity.from_seed(b"\x05" * 32)
     chain: list[Block] = []
     prev = bytes(32)
@@ -242,14 +242,14 @@ def test_blocks_before_a_bad_signature_are_stored_with_or_without_a_pool(
         prev = chain[-1].hash
     raws = [b.raw for b in chain]
     raws[100] = raws[100][:-1] + bytes([raws[100][-1] ^ 1])  # flip a signature bit
-    led = make_ledger("p", 1, verify_threads=threads)
+    led = make_ledger("p", 1, verify_processes=processes)
     with pytest.raises(BlockError) as info:
         led.receive_blocks(raws, NOW)
     assert info.value.reason == "signature" and "height 100" in str(info.value)
     assert led.store.head(author.public_key).height == 99  # type: ignore[union-attr]
     result = led.receive_blocks([b.raw for b in chain[100:]], NOW)
     assert len(result.stored) == 50 and led.verify(NOW).ok
-    other = make_ledger("q", 2, verify_threads=threads)
+    other = make_ledger("q", 2, verify_processes=processes)
     assert sync_pair(other, led, NOW).error is None
     assert other.store.head(author.public_key) == led.store.head(author.public_key)
 
@@ -323,27 +323,53 @@ def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
         Ledger.open(path, Identity.from_seed(b"\x01" * 32))
 
 
-class _IdlePool(Executor):
-    """A pool whose threads never start a job: the ingesting thread must take every chunk back."""
+class _NoChildPool(SignaturePool):
+    """A pool whose answers the test makes up: it starts no child."""
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        return Future()
-
-
-class _EagerPool(Executor):
-    """A pool that finishes each job before `submit` returns."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        done: Future[Any] = Future()
-        done.set_result(fn(*args, **kwargs))
-        return done
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.close()
 
 
-@pytest.mark.parametrize("pool", [_IdlePool(), _EagerPool()], ids=["idle", "eager"])
-def test_the_first_bad_signature_wins_whoever_verified_it(make_ledger: MakeLedger,
-                                                           pool: Executor) -> None:
-    """Chunks verified by the ingesting thread (taken back from the pool, newest first) or by
-    the pool: the earliest bad block decides what is stored."""
+class _BusyPool(_NoChildPool):
+    """Every child always busy: the ingesting thread checks every chunk itself."""
+
+    def send(self, chunk: Sequence[Signed]) -> int | None:
+        return None
+
+
+class _EagerPool(_NoChildPool):
+    """Checks each chunk in this process as it is sent; answers in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: deque[int] = deque()
+
+    def send(self, chunk: Sequence[Signed]) -> int | None:
+        self.answers.append(next((i for i, s in enumerate(chunk) if not verify(*s)), -1))
+        return 0
+
+    def receive(self, ticket: int) -> int | None:
+        return self.answers.popleft()
+
+
+class _GonePool(_NoChildPool):
+    """Takes every chunk, then its child is gone: the ingesting thread checks them after all."""
+
+    def send(self, chunk: Sequence[Signed]) -> int | None:
+        return 0
+
+    def receive(self, ticket: int) -> int | None:
+        return None
+
+
+@pytest.mark.parametrize("make_pool", [_BusyPool, _EagerPool, _GonePool, SignaturePool],
+                         ids=["busy", "eager", "gone", "process"])
+def test_the_first_bad_signature_wins_whoever_verified_it(
+        make_ledger: MakeLedger, make_pool: Callable[[], SignaturePool]) -> None:
+    """Chunks checked by the ingesting thread, by a child, or by the ingesting thread after
+    the child was lost: the earliest bad block decides what is stored."""
+    pool = make_pool()
     author = Identity.from_seed(b"\x05" * 32)
     chain: list[Block] = []
     prev = bytes(32)
@@ -354,12 +380,27 @@ def test_the_first_bad_signature_wins_whoever_verified_it(make_ledger: MakeLedge
     for bad in (30, 170):  # in the first and the third chunk
         raws[bad] = raws[bad][:-1] + bytes([raws[bad][-1] ^ 1])
     led = make_ledger("p", 1)
-    with pytest.raises(BlockError, match="height 30"):
-        ingest(led.store, raws, led.registry, int(NOW * 1000), pool=pool)
-    assert led.store.head(author.public_key).height == 29  # type: ignore[union-attr]
-    result = ingest(led.store, [b.raw for b in chain[30:]], led.registry, int(NOW * 1000),
-                    pool=pool)
-    assert len(result.stored) == 170 and led.verify(NOW).ok
+    try:
+        with pytest.raises(BlockError, match="height 30"):
+            ingest(led.store, raws, led.registry, int(NOW * 1000), pool=pool)
+        assert led.store.head(author.public_key).height == 29  # type: ignore[union-attr]
+        result = ingest(led.store, [b.raw for b in chain[30:]], led.registry,
+                        int(NOW * 1000), pool=pool)
+        assert len(result.stored) == 170 and led.verify(NOW).ok
+    finally:
+        pool.close()
+
+
+def test_a_signature_pool_child_answers_chunks_in_order_and_none_after_close() -> None:
+    me = Identity.from_seed(b"\x06" * 32)
+    good = [(me.public_key, me.sign(b"m%d" % i), b"m%d" % i) for i in range(5)]
+    pool = SignaturePool(1)
+    first = pool.send(good)
+    second = pool.send([*good[:2], (me.public_key, good[0][1], b"other"), *good[3:]])
+    assert first == second == 0 and pool.send(good) is None  # two in flight per child
+    assert pool.receive(0) == -1 and pool.receive(0) == 2
+    pool.close()
+    assert pool.send(good[:1]) is None  # the caller checks it
 
 
 def test_a_group_commits_its_writes_together_and_a_failed_write_alone_is_undone(
