@@ -1,4 +1,5 @@
-"""The `manet-agent` entry point: keep OpenSSL out of an agent that does not use TLS.
+"""The `manet-agent` entry point: keep OpenSSL out of an agent that does not use TLS, and
+compression libraries out of every running agent.
 
 asyncio imports `ssl` (and `hashlib` loads OpenSSL's libcrypto) whether or not a program
 uses TLS; in the agent that is 4.4 MB of its resident memory (libcrypto's pages, the ssl
@@ -7,6 +8,10 @@ module, OpenSSL's own heap). Both modules are written to run without OpenSSL: as
 anything imports asyncio, `manet-agent run` marks them absent unless its configuration asks
 for TLS (`[backhaul] tls_ca`). Every other command, and a configuration this cannot read
 (the CLI then reports the error), runs as usual.
+
+Likewise argparse's help formatter imports `shutil`, which loads `bz2` and `lzma` (with
+libbz2 and liblzma) when it can: 0.3 MB that an agent, which compresses nothing, does
+without; shutil itself is written to run without them.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 DEFAULT_CONFIG = "/etc/manet-agent/agent.toml"  # agent.cli's; not imported: it loads asyncio
 OPENSSL_MODULES = ("ssl", "_ssl", "_hashlib")
+COMPRESSION_MODULES = ("bz2", "lzma")
 
 
 def wants_openssl(argv: Sequence[str]) -> bool:
@@ -38,17 +44,18 @@ def wants_openssl(argv: Sequence[str]) -> bool:
     return isinstance(backhaul, dict) and bool(backhaul.get("tls_ca"))
 
 
-def skip_openssl() -> None:
-    """Make `import ssl` / `import _hashlib` fail as on a Python built without OpenSSL."""
-    for name in OPENSSL_MODULES:
+def mark_absent(names: Sequence[str]) -> None:
+    """Make `import name` fail as on a Python built without it."""
+    for name in names:
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]  # the import system's "absent"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    if not wants_openssl(words):
-        skip_openssl()
+    if words[:1] == ["run"]:
+        mark_absent(COMPRESSION_MODULES if wants_openssl(words)
+                    else COMPRESSION_MODULES + OPENSSL_MODULES)
     from agent.cli import main as cli_main
 
     return cli_main(words)

@@ -239,9 +239,10 @@ async def test_blast_window_keeps_at_most_window_payloads_unacknowledged() -> No
     assert max(unacked) == 32  # the window filled, and never overflowed
 
 
-def test_run_without_tls_keeps_openssl_out(tmp_path: Path) -> None:
-    """`manet-agent run` with no `[backhaul] tls_ca` never maps libcrypto, and hashing, the
-    mesh core and the ledger still work (hashlib's built-in SHA-256 gives the same digests)."""
+def test_run_without_tls_keeps_openssl_and_compression_out(tmp_path: Path) -> None:
+    """`manet-agent run` with no `[backhaul] tls_ca` never maps libcrypto, nor (with or without
+    TLS) libbz2 and liblzma, and argparse, hashing, the mesh core and the ledger still work
+    (hashlib's built-in SHA-256 gives the same digests)."""
     plain, tls, broken = tmp_path / "plain.toml", tmp_path / "tls.toml", tmp_path / "broken.toml"
     plain.write_text('[backhaul]\nhost = "10.0.0.1"\n')
     tls.write_text('[backhaul]\nhost = "10.0.0.1"\ntls_ca = "/etc/ca.pem"\n')
@@ -255,8 +256,10 @@ def test_run_without_tls_keeps_openssl_out(tmp_path: Path) -> None:
     key = tmp_path / "node.key"
     Identity.generate().save(key)
     code = (
-        "from agent.launch import skip_openssl; skip_openssl()\n"
-        "import asyncio, hashlib, random\n"
+        "from agent.launch import COMPRESSION_MODULES, OPENSSL_MODULES, mark_absent\n"
+        "mark_absent(COMPRESSION_MODULES + OPENSSL_MODULES)\n"
+        "import argparse, asyncio, hashlib, random\n"
+        "argparse.ArgumentParser().add_argument('--config')  # imports shutil\n"
         "from agent import app\n"
         "from ledger import Ledger\n"
         "from mesh.identity import Identity\n"
@@ -267,11 +270,12 @@ def test_run_without_tls_keeps_openssl_out(tmp_path: Path) -> None:
         f"led = Ledger.open({str(tmp_path / 'l.sqlite')!r}, me)\n"
         "led.close()\n"
         "maps = open('/proc/self/maps').read()\n"
-        "print('libcrypto' in maps, 'libssl' in maps, hashlib.sha256(b'abc').hexdigest())\n"
+        "print('libcrypto' in maps, 'libssl' in maps, 'libbz2' in maps, 'liblzma' in maps,\n"
+        "      hashlib.sha256(b'abc').hexdigest())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.split() == ["False", "False", hashlib.sha256(b"abc").hexdigest()]
+    assert out.split() == ["False"] * 4 + [hashlib.sha256(b"abc").hexdigest()]
 
 
 async def test_udp_link_sends_runs_with_gso_and_splits_gro_reads() -> None:
