@@ -26,7 +26,6 @@ from ledger.backhaul.exchange import exchange_sync
 from ledger.backhaul.mesh import StreamEndpoint
 from ledger.errors import LedgerError
 from ledger.meshlink import K_DATA, MeshStream, StreamError, is_ledger_payload, parse
-from ledger.sync import SyncSession
 from mesh import events as ev
 
 MAX_SESSIONS = 16
@@ -113,9 +112,8 @@ class PeerSync:
                        initiator: bool) -> None:
         ledger = self.recorder.ledger
         ledger.flush()
-        session = SyncSession(ledger.store, ledger.registry, initiator=initiator,
-                              peer="mesh:" + peer.hex(), now=time.time(),
-                              verifier=ledger.verify_cache.verify)
+        session = ledger.sync_session(initiator=initiator, peer="mesh:" + peer.hex(),
+                                      now=time.time())
         try:
             if initiator:
                 endpoint.write(p.frame(p.F_SYNC, session.start(time.time())))
