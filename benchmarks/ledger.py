@@ -308,6 +308,7 @@ def bench_backhaul(tmp: Path, db: str, count: int) -> dict[str, Any]:
     for led in agents:
         store.enrol(led.author, "bench", 0)
     store.close()
+    server_cpu = children_cpu()
     proc = subprocess.Popen([sys.executable, "-m", "ledger.backhaul.cli", "serve", "--listen",
                              "127.0.0.1:0", "--db", db, "--key", str(tmp / "bh.key"),
                              "--checkpoint-interval", "5"],
@@ -315,12 +316,20 @@ def bench_backhaul(tmp: Path, db: str, count: int) -> dict[str, Any]:
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
     try:
+        clients_cpu = time.process_time()
         out = asyncio.run(run_agents(int(info["port"]), bytes.fromhex(info["key"]), agents))
+        clients_cpu = time.process_time() - clients_cpu
     finally:
         proc.terminate()
-        proc.communicate(timeout=60)
+        rest, _ = proc.communicate(timeout=60)
         for led in agents:
             led.close()
+    # The server's CPU (with its signature child), from start-up to exit, and the agents'.
+    blocks = out["blocks"]
+    out["server_cpu_us_per_block"] = round(1e6 * (children_cpu() - server_cpu) / blocks, 1)
+    out["clients_cpu_us_per_block"] = round(1e6 * clients_cpu / blocks, 1)
+    stopped = json.loads(rest.strip().splitlines()[-1])
+    out["server_commits"] = stopped.get("commits")
     return out
 
 

@@ -18,13 +18,13 @@ from typing import Protocol
 
 from ledger.block import Block, decode_block
 from ledger.errors import BlockError
-from ledger.sigpool import SignaturePool, Signed
+from ledger.sigpool import SignaturePool, Signed, Ticket
 from ledger.tx import TxRegistry
 from ledger.validate import MAX_FUTURE_MS, FeedHead, Verifier, check_link
 from mesh.identity import verify as ed25519_verify
 
-VERIFY_CHUNK = 64
-"""Blocks per chunk of signatures handed to a pool."""
+VERIFY_CHUNK = 32
+"""Blocks per chunk of signatures handed to a pool (a backhaul message holds ~100)."""
 
 
 class BlockStore(Protocol):
@@ -123,7 +123,9 @@ class _Pending:
 
     With a pool, every `VERIFY_CHUNK` blocks go to a child process as one chunk while this
     thread decodes the next ones; when every child is busy, this thread checks the chunk
-    itself, and so it does the last, partial chunk while the children finish theirs."""
+    itself. At the end of the batch it checks the last, partial chunk, then, newest first,
+    every chunk not answered yet (the children work oldest first): it never waits for a
+    child, which a busy machine may starve (children are niced)."""
 
     def __init__(self, store: BlockStore, result: IngestResult, verifier: Verifier,
                  pool: SignaturePool | None) -> None:
@@ -132,7 +134,7 @@ class _Pending:
         self.verifier = verifier
         self.pool = pool
         self.blocks: list[Block] = []
-        self.chunks: list[tuple[int, list[Signed], int | None, int]] = []
+        self.chunks: list[tuple[int, list[Signed], Ticket | None, int]] = []
         """(first block, signatures, the pool's ticket or None, first bad index if known)"""
         self.chunked = 0
 
@@ -157,24 +159,48 @@ class _Pending:
         if bad >= 0:
             self.flush()  # stores what held before it, then raises
 
+    def _first_bad_block(self) -> int:
+        """Index of the first block whose signature failed, or -1, once every chunk is
+        answered, by a child or here: this thread never waits for a child, it checks the
+        newest chunk not answered yet (a child works oldest first), then looks again."""
+        pool = self.pool
+        assert pool is not None
+        chunks, self.chunks = self.chunks, []
+        found = {k: known for k, (_s, _c, ticket, known) in enumerate(chunks) if ticket is None}
+        tickets = {k: ticket for k, (_s, _c, ticket, _b) in enumerate(chunks)
+                   if ticket is not None}
+        waiting = sorted(tickets)
+        try:
+            while waiting:
+                waiting = [k for k in waiting if not pool.ready(tickets[k])]
+                if not waiting:
+                    break
+                k = waiting.pop()
+                pool.abandon(tickets[k])
+                found[k] = _first_bad(self.verifier, chunks[k][1])
+            bad = -1
+            for k, (start, chunk, ticket, _known) in enumerate(chunks):
+                if bad >= 0:
+                    if ticket is not None and k not in found:
+                        pool.abandon(ticket)
+                    continue
+                first = found[k] if ticket is None or k in found else pool.receive(ticket)
+                if first is None:  # the child is gone: check its chunk here
+                    first = _first_bad(self.verifier, chunk)
+                if first >= 0:
+                    bad = start + first
+        except BaseException:
+            pool.close()  # answers left unread: check everything here from now on
+            raise
+        return bad
+
     def flush(self) -> None:
         """Store the blocks up to the first bad signature in one durable commit; raise there."""
         bad = -1
         if self.pool is not None:
             if self.chunked < len(self.blocks):
                 self._chunk(send=False)  # here, while the children finish theirs
-            chunks, self.chunks = self.chunks, []
-            try:
-                for start, chunk, ticket, known in chunks:
-                    # every answer is read, even after a bad one: the pipes stay in step
-                    found = known if ticket is None else self.pool.receive(ticket)
-                    if found is None:  # the child is gone: check its chunk here
-                        found = _first_bad(self.verifier, chunk)
-                    if found >= 0 and bad < 0:
-                        bad = start + found
-            except BaseException:
-                self.pool.close()  # answers left unread: start afresh next time
-                raise
+            bad = self._first_bad_block()
         blocks = self.blocks if bad < 0 else self.blocks[:bad]
         self.store.put_blocks(blocks)
         self.result.stored += blocks

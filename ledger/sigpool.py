@@ -10,15 +10,19 @@ decodes, validates and stores.
 
     pool = SignaturePool(processes=1)
     ticket = pool.send(chunk)      # [(public key, signature, message), ...]; None: do it yourself
+    pool.ready(ticket)             # answered yet? (never waits)
     bad = pool.receive(ticket)     # index of the first bad signature, -1 when all hold,
                                    # None when the child is gone (then check the chunk yourself)
+    pool.abandon(ticket)           # checked it myself after all: drop the answer
     pool.close()
 
 The children start with the pool. They hold no state: chunks go out and come back in order,
 and at most `MAX_IN_FLIGHT` wait per child, so the caller checks the rest itself and neither
-side idles. Not thread-safe: one ingesting thread at a time uses a pool (the ledger's own
-thread, the backhaul's store thread). A child exits when its pipe closes (its parent closed
-the pool or died).
+side idles; rather than wait for a child (a busy machine starves a niced child), a caller
+checks the chunk itself and abandons the child's answer.
+Not thread-safe: one ingesting thread at a time uses a pool (the ledger's own thread, the
+backhaul's store thread). A child exits when its pipe closes (its parent closed the pool
+or died).
 
 Wire (pipes, private to this module): request `>II` (count, body length), then per signature
 the 32-byte key, the 64-byte signature, `>I` message length and the message; answer `>i`.
@@ -33,15 +37,16 @@ import select
 import struct
 import subprocess
 import sys
-from collections import deque
 from collections.abc import Sequence
 from typing import BinaryIO
 
 Signed = tuple[bytes, bytes, bytes]
 """(public key, signature, message)."""
+Ticket = tuple[int, int]
+"""(child, sequence number of the chunk at that child)."""
 
-MAX_IN_FLIGHT = 2
-"""Chunks waiting per child: one being checked, one queued behind it."""
+MAX_IN_FLIGHT = 3
+"""Chunks waiting per child: one being checked, two queued behind it."""
 _REQUEST = struct.Struct(">II")
 _LENGTH = struct.Struct(">I")
 _ANSWER = struct.Struct(">i")
@@ -59,23 +64,30 @@ class _Child:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.to_child = self.proc.stdin.fileno()
         self.from_child = self.proc.stdout.fileno()
-        self.unread = 0
-        """Chunks sent whose answer has not been read yet."""
-        self.answers: deque[int] = deque()
+        self.sent = 0
+        """Chunks sent; a chunk's sequence number is the count before it."""
+        self.read = 0
+        """Answers read (they come in sequence order)."""
+        self.answers: dict[int, int] = {}
+        self.abandoned: set[int] = set()
         self.alive = True
         self._partial = b""
-        with contextlib.suppress(OSError):  # room for both chunks in flight, so a send
+        with contextlib.suppress(OSError):  # room for every chunk in flight, so that a send
             fcntl.fcntl(self.to_child, _F_SETPIPE_SZ, 1 << 20)  # never waits for the child
 
     def busy(self) -> bool:
         """Reads the answers that are ready, without waiting; True while the child still
         has `MAX_IN_FLIGHT` chunks to check."""
-        while self.unread and select.select([self.from_child], [], [], 0)[0]:
-            if not self._read():
-                break
-        return self.unread >= MAX_IN_FLIGHT
+        self.poll()
+        return self.sent - self.read >= MAX_IN_FLIGHT
 
-    def send(self, chunk: Sequence[Signed]) -> bool:
+    def poll(self) -> None:
+        """Read the answers that are ready, without waiting."""
+        while (self.alive and self.sent > self.read
+               and select.select([self.from_child], [], [], 0)[0]):
+            self._read()
+
+    def send(self, chunk: Sequence[Signed]) -> int | None:
         parts: list[bytes] = []
         for key, signature, message in chunk:
             parts += (key, signature, _LENGTH.pack(len(message)), message)
@@ -86,31 +98,35 @@ class _Child:
                 data = data[os.write(self.to_child, data):]
         except OSError:
             self.alive = False
-            return False
-        self.unread += 1
-        return True
+            return None
+        self.sent += 1
+        return self.sent - 1
 
-    def receive(self) -> int | None:
-        while not self.answers:
-            if not self.alive or not self._read():
+    def receive(self, seq: int) -> int | None:
+        while seq not in self.answers:
+            if not self.alive:
                 return None
-        return self.answers.popleft()
+            self._read()
+        return self.answers.pop(seq)
 
-    def _read(self) -> bool:
-        """Read what answers there are (waits for one); False when the child is gone."""
+    def _read(self) -> None:
+        """Read what answers there are (waits for one); a closed pipe: the child is gone."""
         try:
-            data = os.read(self.from_child, _ANSWER.size * max(1, self.unread))
+            data = os.read(self.from_child, _ANSWER.size * max(1, self.sent - self.read))
         except OSError:
             data = b""
         if not data:
             self.alive = False
-            return False
+            return
         data = self._partial + data
         whole = len(data) - len(data) % _ANSWER.size
-        self.answers += (answer for (answer,) in _ANSWER.iter_unpack(data[:whole]))
-        self.unread -= whole // _ANSWER.size
+        for (answer,) in _ANSWER.iter_unpack(data[:whole]):
+            if self.read in self.abandoned:
+                self.abandoned.discard(self.read)
+            else:
+                self.answers[self.read] = answer
+            self.read += 1
         self._partial = data[whole:]
-        return True
 
     def close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):
@@ -135,18 +151,32 @@ class SignaturePool:
             for _ in range(processes):
                 self._children.append(_Child())
 
-    def send(self, chunk: Sequence[Signed]) -> int | None:
-        """Hand `chunk` to a child with room; returns its ticket for `receive`, or None when
-        every child is busy (or gone): the caller checks the chunk itself."""
-        for ticket, child in enumerate(self._children):
-            if child.alive and not child.busy() and child.send(chunk):
-                return ticket
+    def send(self, chunk: Sequence[Signed]) -> Ticket | None:
+        """Hand `chunk` to a child with room; returns its ticket, or None when every child is
+        busy (or gone): the caller checks the chunk itself."""
+        for index, child in enumerate(self._children):
+            if child.alive and not child.busy():
+                seq = child.send(chunk)
+                if seq is not None:
+                    return index, seq
         return None
 
-    def receive(self, ticket: int) -> int | None:
-        """The answer to the oldest chunk sent with `ticket` (answers come back in the order
-        the chunks went out): the first bad index, -1, or None when the child is gone."""
-        return self._children[ticket].receive()
+    def ready(self, ticket: Ticket) -> bool:
+        """True when `receive(ticket)` would not wait (answered, or the child is gone)."""
+        child = self._children[ticket[0]]
+        child.poll()
+        return ticket[1] in child.answers or not child.alive
+
+    def receive(self, ticket: Ticket) -> int | None:
+        """The answer to the chunk of `ticket` (waits for it): the index of its first bad
+        signature, -1 when all hold, or None when the child is gone (check it yourself)."""
+        return self._children[ticket[0]].receive(ticket[1])
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The caller checked that chunk itself: drop its answer when it comes."""
+        child = self._children[ticket[0]]
+        if child.answers.pop(ticket[1], None) is None and ticket[1] >= child.read:
+            child.abandoned.add(ticket[1])
 
     def close(self) -> None:
         """Stop the children; later chunks are all checked by the caller."""
@@ -178,6 +208,9 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             if not verify(key, signature, message):
                 bad = i
                 break
-        stdout.write(_ANSWER.pack(bad))
-        stdout.flush()
+        try:
+            stdout.write(_ANSWER.pack(bad))
+            stdout.flush()
+        except BrokenPipeError:  # the parent closed the pool before this (abandoned) answer
+            return
 

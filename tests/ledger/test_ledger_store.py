@@ -4,7 +4,6 @@ equivocation."""
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ledger.checkpoint import MerkleTree
 from ledger.errors import BlockError, StorageError, TxError
 from ledger.ingest import ingest
 from ledger.local import sync_pair
-from ledger.sigpool import SignaturePool, Signed
+from ledger.sigpool import SignaturePool, Signed, Ticket
 from mesh import events as ev
 from mesh.identity import Identity, verify
 
@@ -329,12 +328,19 @@ class _NoChildPool(SignaturePool):
     def __init__(self) -> None:
         super().__init__(1)
         self.close()
+        self.sent = 0
+
+    def ready(self, ticket: Ticket) -> bool:
+        return True
+
+    def abandon(self, ticket: Ticket) -> None:
+        pass
 
 
 class _BusyPool(_NoChildPool):
     """Every child always busy: the ingesting thread checks every chunk itself."""
 
-    def send(self, chunk: Sequence[Signed]) -> int | None:
+    def send(self, chunk: Sequence[Signed]) -> Ticket | None:
         return None
 
 
@@ -343,32 +349,57 @@ class _EagerPool(_NoChildPool):
 
     def __init__(self) -> None:
         super().__init__()
-        self.answers: deque[int] = deque()
+        self.answers: dict[Ticket, int] = {}
 
-    def send(self, chunk: Sequence[Signed]) -> int | None:
-        self.answers.append(next((i for i, s in enumerate(chunk) if not verify(*s)), -1))
-        return 0
+    def send(self, chunk: Sequence[Signed]) -> Ticket | None:
+        self.sent += 1
+        bad = next((i for i, s in enumerate(chunk) if not verify(*s)), -1)
+        self.answers[0, self.sent] = bad
+        return 0, self.sent
 
-    def receive(self, ticket: int) -> int | None:
-        return self.answers.popleft()
+    def receive(self, ticket: Ticket) -> int | None:
+        return self.answers.pop(ticket)
 
 
 class _GonePool(_NoChildPool):
     """Takes every chunk, then its child is gone: the ingesting thread checks them after all."""
 
-    def send(self, chunk: Sequence[Signed]) -> int | None:
-        return 0
+    def send(self, chunk: Sequence[Signed]) -> Ticket | None:
+        return 0, 0
 
-    def receive(self, ticket: int) -> int | None:
+    def receive(self, ticket: Ticket) -> int | None:
         return None
 
 
-@pytest.mark.parametrize("make_pool", [_BusyPool, _EagerPool, _GonePool, SignaturePool],
-                         ids=["busy", "eager", "gone", "process"])
+class _StarvedPool(_NoChildPool):
+    """Takes every chunk and never answers: the ingesting thread must not wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.abandoned: list[Ticket] = []
+
+    def send(self, chunk: Sequence[Signed]) -> Ticket | None:
+        self.sent += 1
+        return 0, self.sent
+
+    def ready(self, ticket: Ticket) -> bool:
+        return False
+
+    def receive(self, ticket: Ticket) -> int | None:
+        raise AssertionError("waited for a starved child")
+
+    def abandon(self, ticket: Ticket) -> None:
+        self.abandoned.append(ticket)
+
+
+@pytest.mark.parametrize("make_pool", [_BusyPool, _EagerPool, _GonePool, _StarvedPool,
+                                       SignaturePool],
+                         ids=["busy", "eager", "gone", "starved", "process"])
 def test_the_first_bad_signature_wins_whoever_verified_it(
         make_ledger: MakeLedger, make_pool: Callable[[], SignaturePool]) -> None:
     """Chunks checked by the ingesting thread, by a child, or by the ingesting thread after
-    the child was lost: the earliest bad block decides what is stored."""
+    the child was lost or while it is starved: the earliest bad block decides what is
+    stored."""
     pool = make_pool()
     author = Identity.from_seed(b"\x05" * 32)
     chain: list[Block] = []
@@ -397,8 +428,13 @@ def test_a_signature_pool_child_answers_chunks_in_order_and_none_after_close() -
     pool = SignaturePool(1)
     first = pool.send(good)
     second = pool.send([*good[:2], (me.public_key, good[0][1], b"other"), *good[3:]])
-    assert first == second == 0 and pool.send(good) is None  # two in flight per child
-    assert pool.receive(0) == -1 and pool.receive(0) == 2
+    assert first == (0, 0) and second == (0, 1)
+    assert pool.receive(second) == 2 and pool.receive(first) == -1
+    third = pool.send(good)
+    assert third is not None
+    pool.abandon(third)  # its answer is read and dropped
+    fourth = pool.send(good[:1])
+    assert fourth is not None and pool.receive(fourth) == -1
     pool.close()
     assert pool.send(good[:1]) is None  # the caller checks it
 
