@@ -10,6 +10,7 @@ frame, timer, packet or sample to the next.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from collections import deque
@@ -42,6 +43,8 @@ CW_MAX = 1024
 QUEUE_LIMIT = 50
 """Frames a node's interface holds (ns-2's IFQ length); beyond that they are dropped."""
 _DATA_EVENTS = (ev.DataReceived, ev.BackhaulData)
+GC_THRESHOLD = 20_000
+"""Allocations between young-generation collections while a simulation runs (Python: 700)."""
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -495,7 +498,16 @@ class Simulation:
             progress: Callable[[float], None] | None = None) -> Result:
         end = self.scenario.duration_s if until is None else min(until, self.scenario.duration_s)
         started = time.perf_counter()
-        self.clock.run(end, progress)
+        # A run allocates millions of short-lived frames, events and heap entries, and
+        # keeps every core's tables alive: with the default threshold (700) the cyclic
+        # collector ran ~25 times a simulated second at 1,000 nodes and took 12 % of the
+        # CPU time. Nothing here depends on when it runs; the threshold is restored after.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
+        try:
+            self.clock.run(end, progress)
+        finally:
+            gc.set_threshold(*thresholds)
         self.wall_seconds += time.perf_counter() - started
         return self.result(end)
 
