@@ -1,4 +1,5 @@
-"""Every node's ledger in the simulation, and its sync with a simulated backhaul.
+"""Every node's ledger in the simulation, its sync with a simulated backhaul, and with
+its neighbours.
 
 With `[ledger] enabled = true` each node keeps a real `ledger.Ledger` (SQLite in memory)
 that records its mesh events as signed blocks, exactly as the agent does, and a
@@ -8,11 +9,13 @@ real `SyncSession` carried by a real `MeshStream`: over the node's own line when
 DATA to the BACKHAUL id when it has not ("gateway": whichever gateway the mesh picks passes
 them up its line, and the backhaul's answers come back down through the gateway that last
 passed one up). The backhaul is one more ledger (no node) answering as a responder.
+With `peer_sync`, as in the agent (agent/peer_sync.py), a node that meets a neighbour
+(`NeighbourUp`) syncs with it when its id is the smaller one, at most once per
+`peer_sync_interval_s` per neighbour, over a stream of mesh DATA to that neighbour.
 
 What this measures: how much of the fleet's history reaches the backhaul, how long after it
 was written, and what the sync costs the mesh. What it leaves out: the backhaul protocol's
-key handshake and checkpoints (the simulated backhaul trusts the simulated keys), and syncs
-between neighbours.
+key handshake and checkpoints (the simulated backhaul trusts the simulated keys).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ledger import Ledger, LedgerConfig
 from ledger.backhaul.protocol import F_SYNC, HEADER, frame, frame_length, split
 from ledger.errors import LedgerError
 from ledger.meshlink import (
+    K_DATA,
     STREAM_ID_LEN,
     MeshStream,
     StreamConfig,
@@ -47,7 +51,9 @@ EPOCH_S = 1_767_225_600.0
 """Wall-clock time of virtual second 0 (2026-01-01 UTC): block timestamps look real."""
 BACKHAUL_NAME = "backhaul"
 IDLE_S = 120.0
-"""The backhaul forgets a stream that has been silent this long."""
+"""The backhaul, or a node answering a neighbour, forgets a stream silent this long."""
+MAX_PEER_SESSIONS = 16
+"""Neighbour syncs a node runs at once (agent/peer_sync.py's MAX_SESSIONS)."""
 
 
 class _Frames:
@@ -80,10 +86,13 @@ class _End:
     stream: MeshStream
     frames: _Frames
     route: str
-    """"direct" or "gateway" (for the device), the way the last payload came (backhaul)."""
+    """"direct" or "gateway" (a device's backhaul sync; at the backhaul, the way the last
+    payload came), or "peer" (a sync between neighbours)."""
     via: int | None = None
     """The backhaul's end: the gateway that passed the last payload up (None: direct)."""
     last: float = 0.0
+    peer: int = -1
+    """A neighbour sync's other node."""
 
 
 class SimLedgers:
@@ -104,6 +113,9 @@ class SimLedgers:
         self.half_rtt = sim.scenario.coverage.rtt_ms / 2000.0
         self.syncs: list[_End | None] = [None] * sim.n
         self.ends: dict[bytes, _End] = {}
+        self.peer_ends: list[dict[bytes, _End]] = [{} for _ in sim.nodes]
+        """Per node, its neighbour syncs by stream id (as initiator or responder)."""
+        self._peer_last: list[dict[int, float]] = [{} for _ in sim.nodes]
         self._armed: list[float | None] = [None] * sim.n
         self._pump_due = [False] * sim.n
         self._written: list[list[float]] = [[] for _ in sim.nodes]
@@ -118,7 +130,10 @@ class SimLedgers:
         self._arrived_total = 0
         self.counts = {"syncs_direct": 0, "syncs_gateway": 0, "syncs_ok": 0,
                        "syncs_failed": 0, "mesh_payloads": 0, "mesh_bytes": 0,
-                       "line_payloads": 0, "payloads_lost_at_gateway": 0}
+                       "line_payloads": 0, "payloads_lost_at_gateway": 0,
+                       "peer_syncs": 0, "peer_syncs_ok": 0, "peer_syncs_failed": 0,
+                       "peer_syncs_refused": 0, "peer_blocks_in": 0, "peer_payloads": 0,
+                       "peer_bytes": 0}
         for i, node in enumerate(sim.nodes):
             self.planners[i].on_event(ev.LineStatusChanged(node.line, node.line, 0.0), 0.0)
             self._schedule(i)
@@ -133,6 +148,11 @@ class SimLedgers:
         if led.record_event(event, EPOCH_S + now) and not led.pending:
             self._signed(i, now)  # this record filled a block
         self.planners[i].on_event(event, now)
+        if (self.spec.peer_sync and isinstance(event, ev.NeighbourUp)
+                and self.sim.nodes[i].id < event.node):
+            j = self.sim.index.get(event.node)
+            if j is not None:
+                self._start_peer(i, j, now)
         self._schedule(i)
 
     def on_payload(self, i: int, event: ev.DataReceived | ev.BackhaulData) -> bool:
@@ -149,10 +169,19 @@ class SimLedgers:
                 self.sim.clock.at(self.sim.clock.now + self.half_rtt, PRIO_CONTROL,
                                   self._at_backhaul, (source, i, event.payload))
             return True
+        try:
+            stream_id, kind, seq, _ = parse(event.payload)
+        except StreamError:
+            return True
         end = self.syncs[i]
-        if end is not None and end.route == "gateway":
-            self._into(end, event.payload)
-            self._schedule(i)
+        if end is None or end.route != "gateway" or end.stream.stream_id != stream_id:
+            end = self.peer_ends[i].get(stream_id)
+            if end is None:
+                end = self._answer_peer(i, event.source, stream_id, kind, seq)
+                if end is None:
+                    return True
+        self._into(end, event.payload)
+        self._schedule(i)
         return True
 
     def close(self) -> None:
@@ -180,15 +209,12 @@ class SimLedgers:
             route = planner.poll(now)
             if route is not None:
                 end = self._start(i, route, now)
+        sent = False
         if end is not None:
-            try:
-                end.stream.handle_timer(now)
-            except StreamError as exc:  # no acknowledgement: the way to the backhaul is gone
-                end.session.fail_local(str(exc), EPOCH_S + now)
-            self._send(i, end, now)
+            sent = self._step(i, end, now)
             if self._settled(end):
                 self.syncs[i] = None
-                ok = end.session.state == "complete" and not end.stream.failed
+                ok = self._ok(end)
                 self.counts["syncs_ok" if ok else "syncs_failed"] += 1
                 planner.finished(ok, now)
         block_due = led.get_timer()
@@ -196,7 +222,72 @@ class SimLedgers:
                                  planner.get_timer(),
                                  None if block_due is None else block_due - EPOCH_S)
                      if t is not None]
+        peers = self.peer_ends[i]
+        for stream_id, peer_end in list(peers.items()):
+            sent = self._step(i, peer_end, now) or sent
+            if peer_end.last < now - IDLE_S and not self._settled(peer_end):
+                peer_end.session.fail_local("silent", EPOCH_S + now)
+            if self._settled(peer_end):
+                del peers[stream_id]
+                self.counts["peer_blocks_in"] += peer_end.session.stats.blocks_in
+                if peer_end.session.initiator:  # a session counts once, at its initiator
+                    ok = self._ok(peer_end)
+                    self.counts["peer_syncs_ok" if ok else "peer_syncs_failed"] += 1
+                continue
+            deadlines.append(peer_end.last + IDLE_S)
+            stream_due = peer_end.stream.get_timer()
+            if stream_due is not None:
+                deadlines.append(stream_due)
+        if sent:
+            self.sim._drain(i)
         self._arm(i, min(deadlines) if deadlines else None)
+
+    def _step(self, i: int, end: _End, now: float) -> bool:
+        """Run an end's stream timer and send its payloads; True when any went on the mesh."""
+        try:
+            end.stream.handle_timer(now)
+        except StreamError as exc:  # no acknowledgement: the way to the other end is gone
+            end.session.fail_local(str(exc), EPOCH_S + now)
+        return self._send(i, end, now)
+
+    def _start_peer(self, i: int, j: int, now: float) -> None:
+        """Open a sync with neighbour j unless one runs or ran recently (as the agent)."""
+        peers = self.peer_ends[i]
+        last = self._peer_last[i].get(j)
+        if (len(peers) >= MAX_PEER_SESSIONS or any(e.peer == j for e in peers.values())
+                or (last is not None and now - last < self.spec.peer_sync_interval_s)):
+            return
+        self._peer_last[i][j] = now
+        led = self.ledgers[i]
+        if led.flush(EPOCH_S + now) is not None:
+            self._signed(i, now)
+        session = led.sync_session(initiator=True, peer=self._peer_name(j), now=EPOCH_S + now)
+        stream = MeshStream(self.rng.randbytes(STREAM_ID_LEN), config=self.stream_config)
+        stream.write(frame(F_SYNC, session.start(EPOCH_S + now)))
+        peers[stream.stream_id] = _End(session, stream, _Frames(), "peer", last=now, peer=j)
+        self.counts["peer_syncs"] += 1
+
+    def _answer_peer(self, i: int, source: bytes, stream_id: bytes, kind: int,
+                     seq: int) -> _End | None:
+        """A neighbour's new sync stream: answer it, within the bound on sessions."""
+        j = self.sim.index.get(source)
+        peers = self.peer_ends[i]
+        if (not self.spec.peer_sync or j is None or kind != K_DATA or seq != 0
+                or len(peers) >= MAX_PEER_SESSIONS):
+            self.counts["peer_syncs_refused"] += 1
+            return None
+        now = self.sim.clock.now
+        led = self.ledgers[i]
+        if led.flush(EPOCH_S + now) is not None:  # the peer gets what we recorded until now
+            self._signed(i, now)
+        session = led.sync_session(initiator=False, peer=self._peer_name(j), now=EPOCH_S + now)
+        end = _End(session, MeshStream(stream_id, config=self.stream_config), _Frames(), "peer",
+                   last=now, peer=j)
+        peers[stream_id] = end
+        return end
+
+    def _peer_name(self, j: int) -> str:
+        return "mesh:" + self.sim.nodes[j].id.hex()
 
     def _start(self, i: int, route: str, now: float) -> _End:
         led = self.ledgers[i]
@@ -211,22 +302,29 @@ class SimLedgers:
         self.counts["syncs_" + route] += 1
         return end
 
-    def _send(self, i: int, end: _End, now: float) -> None:
+    def _send(self, i: int, end: _End, now: float) -> bool:
+        """Hand the end's payloads to its line or the mesh; True when any went on the mesh."""
         out = end.stream.datagrams_to_send(now)
         if not out:
-            return
+            return False
         if end.route == "direct":
             for payload in out:
                 self.counts["line_payloads"] += 1
                 self.sim.clock.at(now + self.half_rtt, PRIO_CONTROL, self._at_backhaul,
                                   (i, None, payload))
-            return
+            return False
         node = self.sim.nodes[i]
+        dest, kind = ((BACKHAUL, "mesh") if end.route == "gateway"
+                      else (self.sim.nodes[end.peer].id, "peer"))
         for payload in out:
-            self.counts["mesh_payloads"] += 1
-            self.counts["mesh_bytes"] += len(payload)
-            node.send_data(BACKHAUL, payload, now)
-        self.sim._drain(i)
+            self.counts[kind + "_payloads"] += 1
+            self.counts[kind + "_bytes"] += len(payload)
+            node.send_data(dest, payload, now)
+        return True
+
+    @staticmethod
+    def _ok(end: _End) -> bool:
+        return end.session.state == "complete" and not end.stream.failed
 
     @staticmethod
     def _settled(end: _End) -> bool:

@@ -40,12 +40,13 @@ start_s = 5
 enabled = true
 sync_interval_s = 15
 fetch = {fetch}
+peer_sync = {peer}
 """
 
 
 def test_every_feed_reaches_the_backhaul_intact_over_lines_and_gateways(
         make_scenario: Make) -> None:
-    sim = Simulation(make_scenario(CHAIN.format(duration=120, fetch="true")))
+    sim = Simulation(make_scenario(CHAIN.format(duration=120, fetch="true", peer="true")))
     result = sim.run()
     led = result.summary["ledger"]
     assert sim.ledgers is not None
@@ -70,15 +71,48 @@ def test_every_feed_reaches_the_backhaul_intact_over_lines_and_gateways(
 
 
 def test_upload_only_syncs_copy_nothing_back_and_cost_the_mesh_less(make_scenario: Make) -> None:
-    both = Simulation(make_scenario(CHAIN.format(duration=90, fetch="true"))).run()
-    up = Simulation(make_scenario(CHAIN.format(duration=90, fetch="false"))).run()
+    both = Simulation(make_scenario(CHAIN.format(duration=90, fetch="true", peer="false"))).run()
+    up = Simulation(make_scenario(CHAIN.format(duration=90, fetch="false", peer="false"))).run()
     assert up.summary["ledger"]["blocks_copied_to_devices"] == 0
     assert up.summary["ledger"]["blocks_at_backhaul"] > 0
     assert up.summary["ledger"]["mesh_bytes"] < both.summary["ledger"]["mesh_bytes"]
 
 
+def test_partitions_exchange_ledgers_when_they_meet(make_scenario: Make) -> None:
+    """No lines anywhere: node 2 meets node 1 at 30 s, and they sync as neighbours (the
+    smaller id initiates); node 2 then also holds node 0's feed, which node 1 had."""
+    sim = Simulation(make_scenario("""
+[run]
+duration_s = 40
+[mobility]
+model = "static"
+positions = [[0, 0], [200, 0], [1000, 0]]
+[[mobility.moves]]
+node = 2
+at_s = 30
+to = [400, 0]
+[ledger]
+enabled = true
+"""))
+    sim.run(until=29)
+    assert sim.ledgers is not None
+    ledgers = sim.ledgers.ledgers
+    assert ledgers[2].store.head(ledgers[1].author) is None
+    result = sim.run()
+    led = result.summary["ledger"]
+    assert led["syncs_direct"] == led["syncs_gateway"] == 0  # no line, no gateway
+    assert led["peer_syncs_ok"] >= 2 and led["peer_syncs_failed"] == 0
+    for a, b in ((1, 2), (2, 1), (0, 2)):
+        head = ledgers[b].store.head(ledgers[a].author)
+        assert head is not None, f"node {b} lacks node {a}'s feed"
+        for height in range(head.height + 1):
+            assert (ledgers[b].store.block_raw(ledgers[a].author, height)
+                    == ledgers[a].store.block_raw(ledgers[a].author, height))
+    assert all(led_.verify().ok for led_ in ledgers)
+
+
 def test_same_seed_same_ledger_figures(make_scenario: Make) -> None:
-    text = CHAIN.format(duration=60, fetch="true")
+    text = CHAIN.format(duration=60, fetch="true", peer="true")
     a = Simulation(make_scenario(text, "same.toml")).run().summary
     b = Simulation(make_scenario(text, "same.toml")).run().summary
     for summary in (a, b):
@@ -88,7 +122,7 @@ def test_same_seed_same_ledger_figures(make_scenario: Make) -> None:
 
 
 def test_without_the_section_no_ledger_is_kept(make_scenario: Make) -> None:
-    text = CHAIN.format(duration=5, fetch="true").split("[ledger]")[0]
+    text = CHAIN.format(duration=5, fetch="true", peer="true").split("[ledger]")[0]
     sim = Simulation(make_scenario(text))
     assert sim.ledgers is None and "ledger" not in sim.run().summary
 
@@ -99,14 +133,15 @@ def test_without_the_section_no_ledger_is_kept(make_scenario: Make) -> None:
     ("peers = true", "ledger.peers"),
 ])
 def test_bad_ledger_keys_are_named(make_scenario: Make, line: str, key: str) -> None:
-    text = CHAIN.format(duration=5, fetch="true").split("[ledger]")[0] + "[ledger]\n" + line
+    base = CHAIN.format(duration=5, fetch="true", peer="true").split("[ledger]")[0]
+    text = base + "[ledger]\n" + line
     with pytest.raises(ScenarioError, match=key):
         make_scenario(text)
 
 
 def test_series_and_plot_show_history_reaching_the_backhaul(make_scenario: Make,
                                                               tmp_path: Path) -> None:
-    sc = make_scenario(CHAIN.format(duration=60, fetch="true"))
+    sc = make_scenario(CHAIN.format(duration=60, fetch="true", peer="true"))
     result = Simulation(sc).run()
     written, at_backhaul = result.series["ledger_written"], result.series["ledger_at_backhaul"]
     assert len(result.series["ledger_t"]) == len(written) == 61
