@@ -72,7 +72,10 @@ async def test_agents_over_the_sim_medium_route_ping_and_reach_the_backhaul(
         result = await agents[0]._cmd_ping({"dest": far.node_hex, "count": 3, "timeout": 2.0})
         assert None not in result["rtt_ms"]
         # The gateway (index 0, static line up) is found two hops away by agent 2.
-        await wait_until(lambda: far.node is not None and far.node.gateway is not None)
+        # A search made before the neighbours were up fails, and the next one waits out the
+        # gateway back-off (5 s, then 10 s): give it time for two on a loaded machine.
+        await wait_until(lambda: far.node is not None and far.node.gateway is not None,
+                         timeout_s=30.0)
         await far._cmd_send({"dest": "backhaul", "text": "meter reading"})
         await wait_until(lambda: len(agents[0].inbox) == 1)
         got = agents[0].inbox[0]
@@ -132,7 +135,10 @@ async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
                   "interval_s": 3600.0, **({"tls_ca": str(tls_files[0])} if tls else {})})
     try:
         far = agents[2]
-        await wait_until(lambda: far.node is not None and far.node.gateway is not None)
+        # A search made before the neighbours were up fails, and the next one waits out the
+        # gateway back-off (5 s, then 10 s): give it time for two on a loaded machine.
+        await wait_until(lambda: far.node is not None and far.node.gateway is not None,
+                         timeout_s=30.0)
         direct = await agents[0]._cmd_sync({})
         assert direct["synced"] and direct["error"] is None, direct
         through = await far._cmd_sync({})
