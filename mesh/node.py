@@ -23,6 +23,7 @@ import heapq
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from random import Random
 
 from mesh import events as ev
@@ -76,6 +77,8 @@ __all__ = ["BACKHAUL", "MeshNode", "PayloadTooLarge", "Transmit"]
 
 _RX_KEY = {frame_type: "rx_" + kind for frame_type, kind in KIND_OF.items()}
 """Receive counters by control frame type (built once: receive is the hot path)."""
+
+_ECHOED_AT = attrgetter("echoed_at")
 
 FIRST_HOP_SAMPLES = 8
 """HELLO round trips within which a much lower sample restarts the hop-time estimate."""
@@ -143,6 +146,8 @@ class MeshNode:
         self.id = identity.node_id
         self._rng = rng
         self._line = line
+        self._line_up = line.is_gateway
+        """`_line.is_gateway`, kept beside it: every HELLO received asks."""
         self._counter = counter_start
         self._seq = 0
         self._hello_no = 0
@@ -355,6 +360,7 @@ class MeshNode:
         if status == old:
             return
         self._line = status
+        self._line_up = status.is_gateway
         self._events.append(ev.LineStatusChanged(old, status, now))
         self._send_hello(now)
         if old.is_gateway and not status.is_gateway:
@@ -498,7 +504,7 @@ class MeshNode:
         hops = 0 if self._line.is_gateway else gateway.hops if gateway else NO_GATEWAY
         echo = None
         if self._neighbours:
-            nb = min(self._neighbours.values(), key=lambda n: n.echoed_at)
+            nb = min(self._neighbours.values(), key=_ECHOED_AT)
             nb.echoed_at = now
             held_us = min(int((now - nb.last_heard) * 1_000_000), 600_000_000)
             echo = (nb.node, nb.last_hello_no, held_us)
@@ -564,7 +570,7 @@ class MeshNode:
             self._update_route(origin, origin, 1, 0, False, lifetime, now,
                                line if line_gateway else None)
         was_gateway = origin in self._gateways
-        own_gateway = self._line.is_gateway
+        own_gateway = self._line_up
         if line_gateway:
             self._gateways[origin] = line
             # A gateway itself never selects one (_reselect_gateway would do nothing).
