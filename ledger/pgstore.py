@@ -150,19 +150,32 @@ class PostgresStore:
         last: dict[bytes, Block] = {}
         for b in blocks:
             last[b.author] = b
+        # One statement per table, the rows as arrays (unnest) in binary (%b): executemany
+        # sends a query per row, and psycopg's per-row work was most of the store thread's
+        # time; text arrays would write every block out in hex.
+        idx = index_rows(blocks)
+        heads = list(last.values())
         with self.db.transaction(), self.db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO ledger_blocks(author, height, hash, ts, raw) VALUES (%s,%s,%s,%s,%s) "
+            cur.execute(
+                "INSERT INTO ledger_blocks(author, height, hash, ts, raw) SELECT * FROM "
+                "unnest(%b::bytea[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bytea[]) "
                 "ON CONFLICT DO NOTHING",
-                [(b.author, b.height, b.hash, b.timestamp_ms, b.raw) for b in blocks])
-            cur.executemany(
-                "INSERT INTO ledger_txidx(type, ts, author, height, idxs) "
-                "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING", index_rows(blocks))
-            cur.executemany(
-                "INSERT INTO ledger_feeds(author, height, hash, ts) VALUES (%s,%s,%s,%s) "
+                ([b.author for b in blocks], [b.height for b in blocks],
+                 [b.hash for b in blocks], [b.timestamp_ms for b in blocks],
+                 [b.raw for b in blocks]))
+            cur.execute(
+                "INSERT INTO ledger_txidx(type, ts, author, height, idxs) SELECT * FROM "
+                "unnest(%b::text[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bytea[]) "
+                "ON CONFLICT DO NOTHING",
+                tuple(list(column) for column in zip(*idx, strict=True)) if idx
+                else ([], [], [], [], []))
+            cur.execute(
+                "INSERT INTO ledger_feeds(author, height, hash, ts) SELECT * FROM "
+                "unnest(%b::bytea[], %b::bigint[], %b::bytea[], %b::bigint[]) "
                 "ON CONFLICT(author) DO UPDATE SET height=excluded.height, hash=excluded.hash, "
                 "ts=excluded.ts WHERE ledger_feeds.height < excluded.height",
-                [(b.author, b.height, b.hash, b.timestamp_ms) for b in last.values()])
+                ([b.author for b in heads], [b.height for b in heads],
+                 [b.hash for b in heads], [b.timestamp_ms for b in heads]))
 
     def record_equivocation(self, author: bytes, height: int, raw_a: bytes, raw_b: bytes,
                             now_ms: int) -> None:
