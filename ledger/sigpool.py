@@ -77,9 +77,10 @@ class _Child:
 
     def busy(self) -> bool:
         """Reads the answers that are ready, without waiting; True while the child still
-        has `MAX_IN_FLIGHT` chunks to check."""
+        has `MAX_IN_FLIGHT` chunks to check, or is still checking chunks the caller did
+        itself (a starved child: no new work until it caught up, none of it wasted)."""
         self.poll()
-        return self.sent - self.read >= MAX_IN_FLIGHT
+        return self.sent - self.read >= MAX_IN_FLIGHT or bool(self.abandoned)
 
     def poll(self) -> None:
         """Read the answers that are ready, without waiting."""
