@@ -125,7 +125,7 @@ class _Pending:
     thread decodes the next ones; when every child is busy, this thread checks the chunk
     itself. At the end of the batch it checks the last, partial chunk, then, newest first,
     every chunk not answered yet (the children work oldest first): it never waits for a
-    child, which a busy machine may starve (children are niced)."""
+    child, which a busy machine may starve (children run at idle priority)."""
 
     def __init__(self, store: BlockStore, result: IngestResult, verifier: Verifier,
                  pool: SignaturePool | None) -> None:
