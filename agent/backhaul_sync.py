@@ -5,6 +5,11 @@ Uses the ledger's backhaul protocol (`ledger.backhaul`): `sync_with_backhaul` ov
 `MeshSyncClient` / `GatewayRelay` over a reliable stream of mesh payloads to BACKHAUL (the
 gateway sees only signed blocks; the backhaul authenticates the device end to end). A sync
 runs every `interval_s`, and at once when this node's line comes back or a gateway appears.
+
+Through a gateway a device only uploads: the mesh is the scarce link while lines are down,
+and fetching the fleet's feeds through it cost 13 times the mesh bytes of uploading alone in
+the simulator's quick demo (docs/sim-radio.md, "Ledgers"). Neighbours still exchange feeds
+(agent/peer_sync.py), and a device fetches what it lacks once its own line is back.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from ledger.backhaul.client import SyncResult, sync_with_backhaul
 from ledger.backhaul.mesh import GatewayRelay, MeshSyncClient
 from ledger.errors import LedgerError
 from ledger.meshlink import is_ledger_payload
+from ledger.sync import SyncConfig
 from mesh import events as ev
 from mesh.frames import BACKHAUL
 from mesh.line import LineStatus
 
 if TYPE_CHECKING:
     import ssl
+
+UPLOAD_ONLY = SyncConfig(fetch=False)
 
 
 def tls_context(cafile: str) -> ssl.SSLContext:
@@ -101,7 +109,8 @@ class BackhaulSync:
                                                   ssl_context=self.tls)
             elif self.has_gateway():
                 way = "mesh"
-                result = await self.client.sync(backhaul_key=self.key, timeout=s.timeout_s)
+                result = await self.client.sync(backhaul_key=self.key, timeout=s.timeout_s,
+                                                config=UPLOAD_ONLY)
             else:
                 return None
         except (LedgerError, OSError, TimeoutError) as exc:

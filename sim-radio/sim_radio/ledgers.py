@@ -8,7 +8,8 @@ real `SyncSession` carried by a real `MeshStream`: over the node's own line when
 ("direct": the payloads reach the backhaul half the line's round trip later), or as mesh
 DATA to the BACKHAUL id when it has not ("gateway": whichever gateway the mesh picks passes
 them up its line, and the backhaul's answers come back down through the gateway that last
-passed one up). The backhaul is one more ledger (no node) answering as a responder.
+passed one up; as in the agent, a sync through a gateway only uploads unless
+`fetch_through_gateways`). The backhaul is one more ledger (no node) answering as a responder.
 With `peer_sync`, as in the agent (agent/peer_sync.py), a node that meets a neighbour
 (`NeighbourUp`) syncs with it when its id is the smaller one, at most once per
 `peer_sync_interval_s` per neighbour, over a stream of mesh DATA to that neighbour.
@@ -109,7 +110,8 @@ class SimLedgers:
         self.planners = [SyncPlanner(now=0.0, config=PlannerConfig(
             interval_s=spec.sync_interval_s, retry_s=spec.retry_s)) for _ in sim.nodes]
         self.stream_config = StreamConfig(rto_s=spec.rto_s)
-        self.sync_config = SyncConfig(fetch=spec.fetch)
+        self.sync_configs = {"direct": SyncConfig(),
+                             "gateway": SyncConfig(fetch=spec.fetch_through_gateways)}
         self.half_rtt = sim.scenario.coverage.rtt_ms / 2000.0
         self.syncs: list[_End | None] = [None] * sim.n
         self.ends: dict[bytes, _End] = {}
@@ -294,7 +296,7 @@ class SimLedgers:
         if led.flush(EPOCH_S + now) is not None:
             self._signed(i, now)
         session = led.sync_session(initiator=True, peer=BACKHAUL_NAME, now=EPOCH_S + now,
-                                   config=self.sync_config)
+                                   config=self.sync_configs[route])
         stream = MeshStream(self.rng.randbytes(STREAM_ID_LEN), config=self.stream_config)
         stream.write(frame(F_SYNC, session.start(EPOCH_S + now)))
         end = _End(session, stream, _Frames(), route, last=now)

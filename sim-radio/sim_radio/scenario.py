@@ -147,7 +147,7 @@ class LedgerSpec:
     sync_interval_s: float = 60.0
     retry_s: float = 5.0
     rto_s: float = 2.0
-    fetch: bool = True
+    fetch_through_gateways: bool = False
     peer_sync: bool = True
     peer_sync_interval_s: float = 30.0
 
@@ -528,7 +528,7 @@ def _from_dict(data: dict[str, Any], path: Path) -> Scenario:
                         ledger_t.num("sync_interval_s", 60.0, positive=True),
                         ledger_t.num("retry_s", 5.0, positive=True),
                         ledger_t.num("rto_s", 2.0, positive=True),
-                        ledger_t.flag("fetch", True),
+                        ledger_t.flag("fetch_through_gateways", False),
                         ledger_t.flag("peer_sync", True),
                         ledger_t.num("peer_sync_interval_s", 30.0, low=0.0))
     ledger_t.done()

@@ -21,7 +21,7 @@ from agent.logs import NodeLogger
 from ledger import Ledger
 from ledger.backhaul.server import BackhaulServer
 from ledger.store import SqliteStore
-from ledger.tx import default_registry
+from ledger.tx import Transaction, default_registry
 from mesh.identity import Identity
 
 if TYPE_CHECKING:
@@ -117,7 +117,8 @@ async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
         tmp_path: Path, tls: bool, tls_files: tuple[Path, Path],
         stand_in_medium: MakeMedium) -> None:
     """Agent 0 has a line and syncs over TCP (or TLS); agent 2 (no line) syncs through agent 0,
-    whose relay opens the backhaul connection (over TLS too)."""
+    whose relay opens the backhaul connection (over TLS too). Over its own line a device also
+    fetches the feeds it lacks; through a gateway it only uploads."""
     store = SqliteStore(str(tmp_path / "backhaul.sqlite"))
     server_id = Identity.from_seed(b"\x33" * 32)
     server = BackhaulServer(store, server_id, default_registry())
@@ -128,6 +129,12 @@ async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
     port = await server.start("127.0.0.1", 0, ssl_context=server_tls)
     for i in range(3):
         store.enrol(Identity.from_seed(bytes([i + 7]) * 32).public_key, f"n{i}", 0)
+    other = Ledger.open(tmp_path / "other.sqlite", Identity.from_seed(b"\x44" * 32))
+    other.append(Transaction("mesh.manet_left", {"t": 0.0}))
+    elsewhere = other.flush()  # a feed only the backhaul holds
+    assert elsewhere is not None
+    store.put_blocks([elsewhere])
+    other.close()
     medium = await stand_in_medium(mtu=1400)
     agents = await start_agents(
         tmp_path, medium, 3,
@@ -143,6 +150,9 @@ async def test_ledgers_sync_with_the_backhaul_directly_and_through_the_gateway(
         assert direct["synced"] and direct["error"] is None, direct
         through = await far._cmd_sync({})
         assert through["synced"] and through["error"] is None, through
+        held = [a.ledger.ledger.store.head(elsewhere.author) if a.ledger else None
+                for a in (agents[0], far)]
+        assert held[0] is not None and held[1] is None
         # The backhaul now holds both feeds, the far one relayed by the gateway.
         heads = {h.author for h in store.heads()}
         assert {agents[0].identity.public_key, far.identity.public_key} <= heads
