@@ -97,6 +97,12 @@ class Ledger:
         self.registry = registry
         self.config = config
         self.verify_cache = VerifyCache()
+        self.verifier: Verifier = ed25519_verify
+        """The signature check for received blocks: the plain one, not `verify_cache`. A block
+        is verified once per ledger (a duplicate is known by its bytes first), so the cache
+        never hit and kept up to 65,536 block messages (~55 MB of 850-byte blocks) alive. A
+        simulator running many ledgers in one process may set one shared, smaller
+        `VerifyCache(...).verify` here: a block is then checked once, not once per node."""
         self.verify_pool: SignaturePool | None = None
         """Where received blocks' signatures are checked (`LedgerConfig.verify_processes`)."""
         if config.verify_processes > 0:
@@ -119,13 +125,6 @@ class Ledger:
         if self.verify_pool is not None:
             self.verify_pool.close()
         self.store.close()
-
-    @property
-    def verifier(self) -> Verifier:
-        """The signature check for received blocks: the plain one, not `verify_cache`. A block
-        is verified once (a duplicate is known by its bytes first), so the cache never hit
-        and kept up to 65,536 block messages (~55 MB of 850-byte blocks) alive."""
-        return ed25519_verify
 
     def sync_session(self, *, initiator: bool, peer: str, now: float,
                      config: SyncConfig | None = None) -> SyncSession:

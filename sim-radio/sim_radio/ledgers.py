@@ -41,6 +41,7 @@ from ledger.planner import PlannerConfig, SyncPlanner
 from ledger.sync import SyncConfig, SyncSession
 from mesh import events as ev
 from mesh.frames import BACKHAUL
+from mesh.identity import VerifyCache
 from sim_radio.clock import PRIO_CONTROL, PRIO_SAMPLE, PRIO_TIMER
 from sim_radio.engine import derive_identity
 
@@ -54,6 +55,8 @@ BACKHAUL_NAME = "backhaul"
 IDLE_S = 120.0
 """The backhaul, or a node answering a neighbour, forgets a stream silent this long."""
 MAX_PEER_SESSIONS = 16
+SHARED_VERIFY_CACHE = 8192
+"""Block signatures remembered across all the simulated ledgers (about 1 KB each)."""
 """Neighbour syncs a node runs at once (agent/peer_sync.py's MAX_SESSIONS)."""
 
 
@@ -107,6 +110,9 @@ class SimLedgers:
         cfg = LedgerConfig(max_block_delay_s=spec.block_delay_s, check_on_open=False)
         self.ledgers = [Ledger.open(":memory:", node.identity, config=cfg) for node in sim.nodes]
         self.backhaul = Ledger.open(":memory:", derive_identity(sim.seed, -1), config=cfg)
+        shared = VerifyCache(capacity=SHARED_VERIFY_CACHE)
+        for led in [*self.ledgers, self.backhaul]:
+            led.verifier = shared.verify  # a block reaching many nodes is checked once
         self.planners = [SyncPlanner(now=0.0, config=PlannerConfig(
             interval_s=spec.sync_interval_s, retry_s=spec.retry_s)) for _ in sim.nodes]
         self.stream_config = StreamConfig(rto_s=spec.rto_s)
