@@ -50,6 +50,10 @@ from ledger.sync import SyncConfig, SyncStats  # noqa: E402
 from mesh.identity import Identity  # noqa: E402
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_SCHEMA = "ledger_bench"
+"""The benchmark's tables live in their own schema: the tests' PostgreSQL store drops the
+ledger tables of the default schema, and a test run beside a benchmark broke it once."""
+PG_BENCH_DSN = f"{PG_DSN}?options=-csearch_path%3D{PG_SCHEMA}"
 NOW = time.time()
 
 
@@ -309,19 +313,26 @@ def bench_backhaul(tmp: Path, db: str, count: int) -> dict[str, Any]:
         store.enrol(led.author, "bench", 0)
     store.close()
     server_cpu = children_cpu()
+    log_path = tmp / f"server-{db.split(':')[0]}.log"
+    log = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "ledger.backhaul.cli", "serve", "--listen",
                              "127.0.0.1:0", "--db", db, "--key", str(tmp / "bh.key"),
                              "--checkpoint-interval", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
     try:
         clients_cpu = time.process_time()
         out = asyncio.run(run_agents(int(info["port"]), bytes.fromhex(info["key"]), agents))
         clients_cpu = time.process_time() - clients_cpu
+    except Exception:
+        print("the server's log ends:", *log_path.read_text().splitlines()[-20:], sep="\n",
+              file=sys.stderr)
+        raise
     finally:
         proc.terminate()
         rest, _ = proc.communicate(timeout=60)
+        log.close()
         for led in agents:
             led.close()
     # The server's CPU (with its signature child), from start-up to exit, and the agents'.
@@ -337,7 +348,8 @@ def postgres_available() -> str | None:
     try:
         import psycopg
 
-        psycopg.connect(PG_DSN, connect_timeout=2).close()
+        with psycopg.connect(PG_DSN, connect_timeout=2, autocommit=True) as db:
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}")
     except Exception as exc:  # no server: report why instead of a figure
         return str(exc).splitlines()[0]
     return None
@@ -372,7 +384,7 @@ def main() -> int:
             return 0
         out["backhaul_sqlite"] = bench_backhaul(tmp, f"sqlite:{tmp / 'bh.sqlite'}", agents)
         why = "disabled" if args.no_postgres else postgres_available()
-        out["backhaul_postgresql"] = (bench_backhaul(tmp, PG_DSN, agents) if why is None
+        out["backhaul_postgresql"] = (bench_backhaul(tmp, PG_BENCH_DSN, agents) if why is None
                                       else {"skipped": why})
     print(json.dumps(out, indent=2))
     return 0
