@@ -114,8 +114,10 @@ def _sweep(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "sweep.csv"
     rows = sweep.run(args.scenario, key, values, args.seeds, csv_path, workers=args.workers)
-    png = plots.sweep_plot(rows, key, ["pdr", "mean_delay_s", "normalized_routing_load"],
-                           out / "sweep.png")
+    metrics = ["pdr", "mean_delay_s", "normalized_routing_load"]
+    if any(r["ledger_share_at_backhaul"] is not None for r in rows):
+        metrics += ["ledger_share_at_backhaul", "ledger_peer_bytes"]
+    png = plots.sweep_plot(rows, key, metrics, out / "sweep.png")
     print(f"sim-radio sweep {args.scenario}: {key} over {values}, {args.seeds} seed(s) each")
     for value in values:
         mine = [r for r in rows if r["value"] == value]

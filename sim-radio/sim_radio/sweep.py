@@ -18,6 +18,8 @@ COLUMNS = ["value", "seed", "nodes", "sim_seconds", "wall_seconds", "data_sent",
            "data_delivered", "pdr", "mean_delay_s", "p95_delay_s", "control_frames",
            "control_bytes", "normalized_routing_load", "route_discoveries",
            "mean_route_discovery_s", "gateway_reachability"]
+LEDGER_COLUMNS = ["share_at_backhaul", "mean_lag_s", "mesh_bytes", "peer_bytes"]
+"""Figures of `[ledger]` runs, as `ledger_<name>` columns (empty for runs without ledgers)."""
 
 
 def parse_param(spec: str) -> tuple[str, list[Any]]:
@@ -56,6 +58,8 @@ def _one(job: tuple[str, dict[str, Any], Any, int]) -> dict[str, Any]:
     result = Simulation(sc, seed).run()
     row = {k: result.summary.get(k) for k in COLUMNS if k not in ("value", "seed")}
     row.update(value=value, seed=seed)
+    ledger = result.summary.get("ledger") or {}
+    row.update({f"ledger_{k}": ledger.get(k) for k in LEDGER_COLUMNS})
     return row
 
 
@@ -79,7 +83,7 @@ def run(path: str | Path, key: str, values: list[Any], seeds: int, out_csv: str 
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(pool.map(_one, jobs))
     with open(out_csv, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS + [f"ledger_{k}" for k in LEDGER_COLUMNS])
         writer.writeheader()
         for row in rows:
             writer.writerow(row)

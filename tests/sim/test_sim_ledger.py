@@ -3,6 +3,7 @@ simulated backhaul over the node's own line or through a gateway over the mesh."
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sim_radio import plots
 from sim_radio import scenario as scn
+from sim_radio.cli import main
 from sim_radio.engine import Simulation
 from sim_radio.errors import ScenarioError
 
@@ -158,3 +160,17 @@ def test_series_and_plot_show_history_reaching_the_backhaul(make_scenario: Make,
     assert 0 < at_backhaul[-1] <= written[-1]  # type: ignore[operator]
     paths = plots.write(result, tmp_path, width_m=sc.width_m, height_m=sc.height_m, title="t")
     assert (tmp_path / "ledger.png") in paths and (tmp_path / "ledger.png").stat().st_size > 0
+
+
+def test_a_sweep_over_ledger_keys_reports_ledger_columns(make_scenario: Make,
+                                                          tmp_path: Path) -> None:
+    path = tmp_path / "chain.toml"
+    path.write_text(CHAIN.format(duration=40, fetch="false", peer="true"))
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(path), "--param", "ledger.peer_sync=true,false", "--seeds", "1",
+                 "--out", str(out), "--workers", "1"]) == 0
+    rows = {r["value"]: r for r in csv.DictReader((out / "sweep.csv").open())}
+    assert float(rows["True"]["ledger_peer_bytes"]) > 0
+    assert float(rows["False"]["ledger_peer_bytes"]) == 0
+    assert all(0 < float(r["ledger_share_at_backhaul"]) <= 1 for r in rows.values())
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
