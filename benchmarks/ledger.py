@@ -9,7 +9,9 @@ the fastest library here, and `cryptography`/OpenSSL):
   and its ratio to the raw verify rate (target >= 0.7), all in one thread ("ingest") and with
   signatures checked in one child process beside it (`LedgerConfig(verify_processes=1)`, the
   backhaul's default on a machine with a second core: "ingest_pooled"), with the CPU time
-  per block of this process and of the child (comparable under load);
+  per block of this process and of the child (comparable under load), and the CPU ratio:
+  raw verifications per CPU second against blocks per CPU second of this process (with a
+  child, what the wall rate becomes when the child has a core of its own and keeps up);
 - wire_ratio: session bytes on the wire / bytes of the missing blocks, per case with the
   limit 1.1x + 2 KB and whether it held, and how the difference was found (sketch or ranges);
 - round trips to find 1 and 100 differences among 10,000 feeds (target <= 4 for a small one),
@@ -57,13 +59,13 @@ PG_BENCH_DSN = f"{PG_DSN}?options=-csearch_path%3D{PG_SCHEMA}"
 NOW = time.time()
 
 
-def rate(fn: Any, seconds: float = 1.0) -> float:
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+def rate(fn: Any, seconds: float = 1.0, clock: Any = time.perf_counter) -> float:
+    n, start = 0, clock()
+    while clock() - start < seconds:
         for _ in range(200):
             fn()
         n += 200
-    return n / (time.perf_counter() - start)
+    return n / (clock() - start)
 
 
 def raw_rates() -> dict[str, float]:
@@ -76,6 +78,9 @@ def raw_rates() -> dict[str, float]:
     return {
         "nacl_sign_per_s": round(rate(lambda: sodium.crypto_sign(msg, sk))),
         "nacl_verify_per_s": round(rate(lambda: sodium.crypto_sign_open(sig + msg, pk))),
+        # per CPU second: what a share of a busy core does not change (compare CPU per block)
+        "nacl_verify_per_cpu_s": round(rate(lambda: sodium.crypto_sign_open(sig + msg, pk),
+                                            clock=time.process_time)),
         "cryptography_sign_per_s": round(rate(lambda: key.sign(msg))),
         "cryptography_verify_per_s": round(rate(lambda: pub.verify(sig2, msg))),
     }
@@ -114,7 +119,7 @@ def pool_start_cpu() -> float:
     return children_cpu() - before
 
 
-def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
+def bench_ingest(tmp: Path, blocks: int, verify_rate: float, verify_cpu_rate: float,
                  processes: int = 0) -> dict[str, float]:
     """`processes` > 0: signatures checked in that many child processes (`ledger.sigpool`)
     beside the decoding on this thread; their CPU time is reported apart."""
@@ -140,6 +145,7 @@ def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
            "ingest_blocks_per_s": round(per_s),
            "ingest_vs_raw_verify": round(per_s / verify_rate, 3),
            "ingest_cpu_us_per_block": round(1e6 * cpu / got, 1),
+           "ingest_vs_raw_verify_cpu": round(got / cpu / verify_cpu_rate, 3),
            "ingest_child_cpu_us_per_block": round(1e6 * child / got, 1),
            "ingest_block_bytes": round(result.initiator.stats.block_bytes_in / got),
            "wire_bytes_one_feed": result.wire_bytes,
@@ -163,6 +169,7 @@ def bench_ingest(tmp: Path, blocks: int, verify_rate: float,
     out["receiver_only_blocks_per_s"] = round(len(raws) / elapsed)
     out["receiver_only_vs_raw_verify"] = round(len(raws) / elapsed / verify_rate, 3)
     out["receiver_only_cpu_us_per_block"] = round(1e6 * cpu / len(raws), 1)
+    out["receiver_only_vs_raw_verify_cpu"] = round(len(raws) / cpu / verify_cpu_rate, 3)
     out["receiver_only_child_cpu_us_per_block"] = round(1e6 * child / len(raws), 1)
     src.close()
     return out
@@ -371,9 +378,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         out["append"] = bench_append(tmp, 20_000 if quick else 100_000)
-        out["ingest"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate)
+        cpu_rate = out["raw"]["nacl_verify_per_cpu_s"]
+        out["ingest"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate, cpu_rate)
         out["ingest_pooled"] = bench_ingest(tmp, 2_000 if quick else 10_000, verify_rate,
-                                            processes=1)
+                                            cpu_rate, processes=1)
         feeds = many_feeds(2_000 if quick else 10_000)
         out["round_trips"] = bench_round_trips(feeds)
         out["sketch_trials"] = bench_sketch_trials(feeds, 5 if quick else 20)
