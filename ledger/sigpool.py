@@ -18,11 +18,11 @@ decodes, validates and stores.
 
 The children start with the pool. They hold no state: chunks go out and come back in order,
 and at most `MAX_IN_FLIGHT` wait per child, so the caller checks the rest itself and neither
-side idles; rather than wait for a child (a busy machine starves an idle-priority child), a caller
-checks the chunk itself and abandons the child's answer.
-Not thread-safe: one ingesting thread at a time uses a pool (the ledger's own thread, the
-backhaul's store thread). A child exits when its pipe closes (its parent closed the pool
-or died).
+side idles; rather than wait for a child (a busy machine starves an idle-priority child),
+the caller checks the chunk itself and abandons the child's answer. Not thread-safe: one
+ingesting thread at a time uses a pool (the ledger's own thread, the backhaul's store
+thread). A child exits when its pipe closes (its parent closed the pool or died); it
+ignores Ctrl-C, which its parent handles.
 
 Wire (pipes, private to this module): request `>II` (count, body length), then per signature
 the 32-byte key, the 64-byte signature, `>I` message length and the message; answer `>i`.
@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -189,6 +190,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The child's loop: answer each chunk until the parent closes the pipe."""
     from mesh.identity import verify
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Take a spare core, not the ingesting process's share of a busy one: SCHED_IDLE runs
     # only where nothing else wants the CPU (nice 10 still took ~10 % of a shared core).
     try:
