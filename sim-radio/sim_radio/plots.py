@@ -31,6 +31,13 @@ def _coverage(ax: Any, coverage: Coverage, t: float) -> None:
         ax.add_patch(patch)
 
 
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _topology(snap: Snapshot, width: float, height: float, title: str, path: Path,
               coverage: Coverage | None) -> None:
     aspect = height / width if width > 0 else 1.0
@@ -65,9 +72,7 @@ def _topology(snap: Snapshot, width: float, height: float, title: str, path: Pat
                  + ("" if coverage is None or not coverage.outages else
                     " (red: line outage zone)"))
     ax.legend(loc="upper right", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _series(series: dict[str, list[float | None]], key: str,
@@ -101,22 +106,14 @@ def write(result: Result, out_dir: str | Path, *, width_m: float, height_m: floa
     a2.set_ylabel("mean delay (s)")
     a2.set_xlabel("simulated time (s)")
     a1.set_title(f"{title}: delivery and delay over time")
-    fig.tight_layout()
-    path = out / "pdr_delay.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "pdr_delay.png"))
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ts, ctrl = _series(s, "control_per_s")
     ax.plot(ts, ctrl, lw=1.0, color="tab:purple")
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("control frames / s")
     ax.set_title(f"{title}: routing overhead over time")
-    fig.tight_layout()
-    path = out / "overhead.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "overhead.png"))
     if "ledger_t" in s:
         fig, ax = plt.subplots(figsize=(9, 3.5))
         for key, label in (("ledger_written", "blocks signed"),
@@ -126,11 +123,7 @@ def write(result: Result, out_dir: str | Path, *, width_m: float, height_m: floa
         ax.set_ylabel("blocks (whole fleet)")
         ax.legend(loc="upper left")
         ax.set_title(f"{title}: ledger history reaching the backhaul")
-        fig.tight_layout()
-        path = out / "ledger.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / "ledger.png"))
     return written
 
 
@@ -172,7 +165,4 @@ def sweep_plot(rows: list[dict[str, Any]], param: str, metrics: list[str],
     if not numeric:
         axes[-1].set_xticks(xs, [str(v) for v in values])
     axes[0].set_title(f"sweep of {param}: mean and 95 % CI over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, Path(path))

@@ -4,19 +4,13 @@ enrolment, refusal, checkpoints, SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ledger import Ledger, LedgerConfig, Transaction
 from ledger.backhaul.client import sync_with_backhaul
@@ -119,24 +113,12 @@ def test_backhaul_process_with_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tls(tmp_path: Path) -> Iterator[tuple[ssl.SSLContext, list[str]]]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+def tls(tls_files: tuple[Path, Path]) -> tuple[ssl.SSLContext, list[str]]:
+    """A client context trusting the shared self-signed certificate, and the server's flags."""
+    cert_path, key_path = tls_files
     context = ssl.create_default_context(cafile=str(cert_path))
     context.check_hostname = False
-    yield context, ["--tls-cert", str(cert_path), "--tls-key", str(key_path)]
+    return context, ["--tls-cert", str(cert_path), "--tls-key", str(key_path)]
 
 
 def test_backhaul_over_tls(tmp_path: Path, tls: tuple[ssl.SSLContext, list[str]]) -> None:
