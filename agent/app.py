@@ -336,7 +336,8 @@ class Agent:
         self.links[w.name] = link
         self.p2p = P2PManager(ctrl_dir=w.ctrl_dir, interface=w.interface, role=w.role,
                               on_group=link.group_started, on_group_removed=link.group_removed,
-                              on_log=lambda name, fields: self.log.event(name, **fields))
+                              on_log=lambda name, fields: self.log.event(name, **fields),
+                              go_intent=w.go_intent)
         try:
             await self.p2p.start()
         except WpaError as exc:

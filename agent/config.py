@@ -115,7 +115,10 @@ class WifiDirectSection:
     interface: str = "p2p-dev-wlan0"
     """The P2P device interface whose control socket to use."""
     role: str = "client"
-    """"go" starts an autonomous group and accepts push-button joins; "client" joins one."""
+    """"go" starts an autonomous group and accepts push-button joins; "client" joins one;
+    "auto" joins one or forms one with the first peer it finds by GO negotiation."""
+    go_intent: int = 7
+    """GO negotiation intent for "auto" (0..15; the higher one becomes the group owner)."""
     port: int = 4269
     """UDP port on the group interface."""
     mtu: int = 1400
@@ -297,7 +300,7 @@ LIST_SECTIONS: dict[str, type[Any]] = {"udp": UdpSection}
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "udp.family": ("ipv4", "ipv6"),
-    "wifi_direct.role": ("go", "client"),
+    "wifi_direct.role": ("go", "client", "auto"),
     "line.monitor": ("probe", "modemmanager", "file", "command", "static"),
     "line.technology": ("none", "2g", "3g", "lte", "5g", "satellite", "wired", "other"),
     "log.level": ("debug", "info", "warning", "error"),
@@ -386,6 +389,8 @@ def _check_range(dotted: str, key: str, value: Any) -> None:
         raise ConfigError(dotted, f"a port is 0..65535, got {value}")
     if key == "att_mtu" and isinstance(value, int) and not 23 <= value <= 517:
         raise ConfigError(dotted, f"an ATT MTU is 23..517, got {value}")
+    if key == "go_intent" and isinstance(value, int) and not 0 <= value <= 15:
+        raise ConfigError(dotted, f"a GO intent is 0..15, got {value}")
     if key == "mtu" and isinstance(value, int) and not 20 <= value <= 65000:
         raise ConfigError(dotted, f"an MTU is 20..65000, got {value}")
     if (key.endswith("_s") and isinstance(value, float) and value <= 0

@@ -9,8 +9,14 @@ and reports the group interface (`P2P-GROUP-STARTED p2p-wlan0-0 GO|client ...`),
 the agent then runs its UDP transport (`WifiDirectLink`). Roles, chosen in the config:
 - "go": this node starts an autonomous group (`P2P_GROUP_ADD`) and accepts push-button
   joins (`P2P-PROV-DISC-PBC-REQ` -> `WPS_PBC` on the group interface);
-- "client": this node joins the first group owner it finds (`P2P_CONNECT <addr> pbc join`).
-A field deployment gives a few always-on nodes (vehicles, Pis) the "go" role.
+- "client": this node joins the first group owner it finds (`P2P_CONNECT <addr> pbc join`);
+- "auto": this node joins a group owner it finds, and otherwise forms a group with the first
+  peer it finds by GO negotiation (`P2P_CONNECT <addr> pbc go_intent=N`; the higher intent
+  becomes the owner). Of two peers that find each other, the one with the lower P2P device
+  address starts the negotiation and the other answers its `P2P-GO-NEG-REQUEST`, so they do
+  not both start one; a failed negotiation goes back to finding.
+A field deployment gives a few always-on nodes (vehicles, Pis) the "go" role; "auto" suits
+devices that meet without a planned owner.
 """
 
 from __future__ import annotations
@@ -139,9 +145,15 @@ class P2PManager:
     def __init__(self, *, ctrl_dir: str, interface: str, role: str,
                  on_group: Callable[[P2PGroup], None],
                  on_group_removed: Callable[[str], None],
-                 on_log: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        if role not in ("go", "client"):
-            raise ValueError(f"role must be 'go' or 'client', got {role!r}")
+                 on_log: Callable[[str, dict[str, Any]], None] | None = None,
+                 go_intent: int = 7) -> None:
+        if role not in ("go", "client", "auto"):
+            raise ValueError(f"role must be 'go', 'client' or 'auto', got {role!r}")
+        if not 0 <= go_intent <= 15:
+            raise ValueError(f"go_intent is 0..15, got {go_intent}")
+        self.go_intent = go_intent
+        self.address = ""
+        """Our P2P device address (from STATUS), which decides who starts a negotiation."""
         self.ctrl_dir = ctrl_dir
         self.role = role
         self.on_group = on_group
@@ -158,6 +170,10 @@ class P2PManager:
         if (await self.ctrl.request("PING")).strip() != "PONG":
             raise WpaError("wpa_supplicant did not answer PING with PONG")
         await self.ctrl.request("ATTACH")
+        if self.role == "auto":
+            status = await self.ctrl.request("STATUS")  # key=value lines
+            fields = dict(line.split("=", 1) for line in status.splitlines() if "=" in line)
+            self.address = fields.get("p2p_device_address", "")
         if self.role == "go":
             await self.ctrl.request("P2P_GROUP_ADD")
         await self.ctrl.request("P2P_FIND")
@@ -184,10 +200,19 @@ class P2PManager:
                 is_go = False
             self.peers[address] = P2PPeer(address, fields.get("name", ""), is_go)
             self._log("p2p_peer_found", peer=address, group_owner=is_go)
-            if (self.role == "client" and is_go and self.group is None
-                    and self.joining is None):
+            if self.group is not None or self.joining is not None or self.role == "go":
+                return
+            if is_go:
                 self.joining = address
-                self._spawn(self._join(address))
+                self._spawn(self._connect(address, "join"))
+            elif self.role == "auto" and self.address and self.address < address:
+                self.joining = address
+                self._spawn(self._connect(address, f"go_intent={self.go_intent}"))
+        elif name == "P2P-GO-NEG-REQUEST" and self.role == "auto":
+            address = words[0] if words else ""
+            if address and self.group is None and self.joining is None:
+                self.joining = address
+                self._spawn(self._connect(address, f"go_intent={self.go_intent}"))
         elif name == "P2P-DEVICE-LOST":
             address = fields.get("p2p_dev_addr", "")
             self.peers.pop(address, None)
@@ -201,17 +226,21 @@ class P2PManager:
                 self.group = None
             self._log("p2p_group_removed", interface=words[0])
             self.on_group_removed(words[0])
-            if self.role == "client":
+            if self.role != "go":
                 self._spawn(self._find_again())
         elif name == "P2P-PROV-DISC-PBC-REQ" and self.group is not None:
             if self.group.role == "GO":
                 self._spawn(self._accept_pbc(self.group.interface))
         elif name == "P2P-GO-NEG-FAILURE" or name == "P2P-GROUP-FORMATION-FAILURE":
             self.joining = None
+            self._log("p2p_formation_failed", reason=name)
+            if self.role != "go":
+                self._spawn(self._find_again())
 
-    async def _join(self, address: str) -> None:
+    async def _connect(self, address: str, how: str) -> None:
+        """Join `address`'s group ("join") or negotiate one with it ("go_intent=N")."""
         try:
-            await self.ctrl.request(f"P2P_CONNECT {address} pbc join")
+            await self.ctrl.request(f"P2P_CONNECT {address} pbc {how}")
         except WpaError as exc:
             self.joining = None
             self._log("p2p_join_failed", peer=address, error=str(exc))

@@ -43,6 +43,8 @@ def test_example_config_is_valid() -> None:
         ({"udp": [{"interface": "eth0", "port": 70000}]}, "udp[0].port", "0..65535"),
         ({"udp": [{"interface": "eth0", "family": "ipx"}]}, "udp[0].family", "one of"),
         ({"line": {"monitor": "magic"}}, "line.monitor", "one of"),
+        ({"wifi_direct": {"role": "boss"}}, "wifi_direct.role", "one of"),
+        ({"wifi_direct": {"go_intent": 16}}, "wifi_direct.go_intent", "0..15"),
         ({"line": {"interval_s": 0}}, "line.interval_s", "positive"),
         ({"discovery": {"interfaces": ["a", 3]}}, "discovery.interfaces[1]", "string"),
         ({"node": {"seed": "x"}}, "node.seed", "integer or none"),

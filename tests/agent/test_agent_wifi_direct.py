@@ -162,3 +162,48 @@ async def test_group_owner_starts_a_group_and_accepts_push_button_joins(tmp_path
     with pytest.raises(ValueError):
         P2PManager(ctrl_dir=str(tmp_path), interface="x", role="boss",
                    on_group=lambda g: None, on_group_removed=lambda i: None)
+
+
+async def test_auto_role_negotiates_a_group_with_a_peer(tmp_path: Path) -> None:
+    """The lower device address starts GO negotiation, the higher answers the peer's request;
+    a failed negotiation finds again; the group it forms serves push-button joins if it owns it."""
+    fake = await serve(tmp_path / "p2p-dev-wlan0",
+                       {"STATUS": "p2p_device_address=02:00:00:00:00:05\nwpa_state=DISCONNECTED\n"})
+    group_ctrl = await serve(tmp_path / "p2p-wlan0-0")
+    groups: list[P2PGroup] = []
+    manager = P2PManager(ctrl_dir=str(tmp_path), interface="p2p-dev-wlan0", role="auto",
+                         on_group=groups.append, on_group_removed=lambda i: None, go_intent=9)
+    await manager.start()
+    try:
+        assert fake.commands == ["PING", "ATTACH", "STATUS", "P2P_FIND"]
+        assert manager.address == "02:00:00:00:00:05"
+        # A higher address, no group: we start the negotiation.
+        fake.event("P2P-DEVICE-FOUND 02:00:00:00:00:09 p2p_dev_addr=02:00:00:00:00:09 "
+                   "group_capab=0x0")
+        await wait_until(lambda: "P2P_CONNECT 02:00:00:00:00:09 pbc go_intent=9"
+                         in fake.commands)
+        fake.event("P2P-GO-NEG-FAILURE status=1")
+        await wait_until(lambda: fake.commands.count("P2P_FIND") == 2 and not manager.joining)
+        # A lower address: it starts; we wait for its request, then answer it.
+        fake.event("P2P-DEVICE-FOUND 02:00:00:00:00:01 p2p_dev_addr=02:00:00:00:00:01 "
+                   "group_capab=0x0")
+        await asyncio.sleep(0.05)
+        assert not any("02:00:00:00:00:01" in c for c in fake.commands)
+        fake.event("P2P-GO-NEG-REQUEST 02:00:00:00:00:01 dev_passwd_id=4 go_intent=3")
+        await wait_until(lambda: "P2P_CONNECT 02:00:00:00:00:01 pbc go_intent=9"
+                         in fake.commands)
+        fake.event('P2P-GROUP-STARTED p2p-wlan0-0 GO ssid="DIRECT-au" freq=2412 '
+                   'go_dev_addr=02:00:00:00:00:05')
+        await wait_until(lambda: groups == [P2PGroup("p2p-wlan0-0", "GO", "DIRECT-au")])
+        fake.event("P2P-PROV-DISC-PBC-REQ 02:00:00:00:00:07 p2p_dev_addr=02:00:00:00:00:07")
+        await wait_until(lambda: group_ctrl.commands == ["WPS_PBC"])
+        # In a group, further peers start nothing.
+        fake.event("P2P-DEVICE-FOUND 02:00:00:00:00:08 p2p_dev_addr=02:00:00:00:00:08 "
+                   "group_capab=0x1")
+        await asyncio.sleep(0.05)
+        assert not any("02:00:00:00:00:08" in c for c in fake.commands)
+    finally:
+        await manager.stop()
+    with pytest.raises(ValueError, match="go_intent"):
+        P2PManager(ctrl_dir=str(tmp_path), interface="x", role="auto", go_intent=16,
+                   on_group=lambda g: None, on_group_removed=lambda i: None)
