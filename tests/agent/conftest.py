@@ -1,10 +1,14 @@
-"""A stand-in for `sim-radio medium` that agents join over loopback UDP (sim_radio's medium
-protocol), with the topology a test needs and links it can cut, without positions or time."""
+"""Fixtures of the agent tests: a stand-in for `sim-radio medium` that agents join over
+loopback UDP (sim_radio's medium protocol), with the topology a test needs and links it can
+cut, without positions or time; and a private D-Bus daemon for the BlueZ and ModemManager
+fakes."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -70,3 +74,18 @@ async def stand_in_medium() -> AsyncIterator[MakeMedium]:
     yield make
     for medium in made:
         medium.close()
+
+
+@pytest.fixture
+async def bus_address(tmp_path: Path) -> AsyncIterator[str]:
+    """The address of a private D-Bus daemon, stopped after the test."""
+    proc = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1",
+         f"--address=unix:path={tmp_path}/bus"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        address = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 10)
+        yield address.strip()
+    finally:
+        proc.terminate()
+        proc.wait(5)

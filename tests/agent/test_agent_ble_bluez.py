@@ -3,8 +3,6 @@ on a private D-Bus daemon: the same calls BlueZ makes, checked from BlueZ's side
 
 import asyncio
 import shutil
-import subprocess
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -53,20 +51,6 @@ class FakeGattManager(ServiceInterface):
     @dbus_method()
     def UnregisterApplication(self, path: DBusObjectPath) -> None:
         self.calls.append(("unregister", path))
-
-
-@pytest.fixture
-async def bus_address(tmp_path: Any) -> AsyncIterator[str]:
-    proc = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1",
-         f"--address=unix:path={tmp_path}/bus"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        address = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 10)
-        yield address.strip()
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 def device(n: int) -> Variant:
