@@ -438,16 +438,16 @@ def index_rows(blocks: Sequence[Block]) -> list[tuple[str, int, bytes, int, byte
     """The transaction index rows of `blocks`: one per block and transaction type."""
     rows: list[tuple[str, int, bytes, int, bytes]] = []
     for b in blocks:
-        txs = b.txs
-        if not txs:
+        types = b.tx_types
+        if not types:
             continue
-        first = txs[0].type
-        if all(tx.type == first for tx in txs):  # the usual block: one type
-            rows.append((first, b.timestamp_ms, b.author, b.height, _all_idxs(len(txs))))
+        first = types[0]
+        if types.count(first) == len(types):  # the usual block: one type
+            rows.append((first, b.timestamp_ms, b.author, b.height, _all_idxs(len(types))))
             continue
         by_type: dict[str, list[int]] = {}
-        for i, tx in enumerate(txs):
-            by_type.setdefault(tx.type, []).append(i)
+        for i, name in enumerate(types):
+            by_type.setdefault(name, []).append(i)
         rows += [(t, b.timestamp_ms, b.author, b.height, pack_idxs(idxs))
                  for t, idxs in by_type.items()]
     return rows

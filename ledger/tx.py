@@ -192,30 +192,87 @@ def _check_map(prefix: str, fields: Mapping[str, Field], body: Mapping[Any, Any]
 Checker = Callable[[Any], None]
 
 _FAST_TEST = {
-    "int": "type(v) is int{range}",
-    "float": "((type(v) is float and _isfinite(v)) or type(v) is int){range}",
-    "bytes": "type(v) is bytes{size}",
-    "str": "type(v) is str{size}",
-    "bool": "type(v) is bool",
+    "int": "type({v}) is int{range}",
+    "float": "((type({v}) is float and {v} - {v} == 0.0) or type({v}) is int){range}",
+    "bytes": "type({v}) is bytes{size}",
+    "str": "type({v}) is str{size}",
+    "bool": "type({v}) is bool",
 }
-"""Per kind, a Python test that passes only values `_check_value` accepts (`v` the value)."""
+"""Per kind, a Python test that passes only values `_check_value` accepts (`{v}` the value).
+`x - x == 0.0` holds for finite floats only (inf - inf and NaN - NaN are NaN), without the
+call that `math.isfinite` costs."""
+
+
+def _canonical_order(names: Iterable[str]) -> tuple[str, ...]:
+    """Map keys in the order deterministic CBOR writes them (shorter encoded key first)."""
+    return tuple(sorted(names, key=lambda name: (len(name.encode()), name.encode())))
 
 
 def _compile_map(prefix: str, fields: Mapping[str, Field], *, body: bool = False,
                  extra: Callable[[Mapping[str, Any]], None] | None = None) -> Checker:
     """What `_check_map(prefix, fields, body)` does, as one generated function per schema.
 
-    Each scalar field becomes one inline test; a value failing it (or a rare kind: lists,
-    free maps, any) goes to `_check_value`, which raises the precise error or lets an
-    absent optional value pass. The schemas come from code (plugins), not from the wire.
-    `body` makes it the whole check of a transaction body: the body must be a map with
-    string keys; `extra`, the type's own check, runs last.
+    The fast path takes a map that holds every field in canonical order (what authors write:
+    `Block.create` encodes deterministically): one `tuple(body)` comparison checks its keys and
+    one `body.values()` unpacks them, instead of a `get` per field. Any other map (a field
+    left out, keys in another order, a failing value) takes the general path: each scalar
+    field one inline test, and a value failing it (or a rare kind: lists, free maps, any) goes
+    to `_check_value`, which raises the precise error or lets an absent optional value pass.
+    The schemas come from code (plugins), not from the wire. `body` makes it the whole check
+    of a transaction body: the body must be a map with string keys; `extra`, the type's own
+    check, runs last.
     """
-    names: dict[str, Any] = {"_isfinite": math.isfinite, "_names": frozenset(fields),
+    names: dict[str, Any] = {"_names": frozenset(fields),
                              "_unknown": partial(_check_map, prefix, fields),
                              "_dict": dict, "_proxy": MappingProxyType, "_extra": extra,
                              "_not_a_body": _not_a_body}
+    tests: dict[str, str] = {}
+    raising: set[str] = set()
+    """Fields whose fast test may raise (a nested map, a rare kind): they go last, in schema
+    order, so that the first error raised is the one the general path would raise."""
+    general: list[str] = []
+    for k, (key, spec) in enumerate(fields.items()):
+        names[f"_slow{k}"] = partial(_check_value, prefix + key, spec)
+        general.append(f"    v = get({key!r})")
+        if spec.kind == "map" and spec.fields is not None:
+            names[f"_map{k}"] = _compile_map(f"{prefix}{key}.", spec.fields)
+            general.append(f"    if type(v) is dict: _map{k}(v)")
+            general.append(f"    else: _slow{k}(v)")
+            tests[key] = f"(type(v{k}) is _dict and _map{k}(v{k}) is None)"
+            raising.add(key)
+        elif spec.kind not in _FAST_TEST:
+            general.append(f"    _slow{k}(v)")
+            tests[key] = f"_slow{k}(v{k}) is None"  # raises, or lets the value pass
+            raising.add(key)
+            continue
+        else:
+            what = "{v}" if spec.kind in ("int", "float") else "len({v})"
+            names[f"_lo{k}"], names[f"_hi{k}"] = spec.lo, spec.hi
+            if spec.lo is not None and spec.hi is not None:
+                bounds = f" and _lo{k} <= {what} <= _hi{k}"  # one len() for both bounds
+            elif spec.lo is not None:
+                bounds = f" and {what} >= _lo{k}"
+            elif spec.hi is not None:
+                bounds = f" and {what} <= _hi{k}"
+            else:
+                bounds = ""
+            template = _FAST_TEST[spec.kind].replace("{range}", bounds).replace("{size}", bounds)
+            general.append(f"    if not ({template.format(v='v')}): _slow{k}(v)")
+            tests[key] = f"({template.format(v=f'v{k}')})"
+        if spec.optional:
+            tests[key] = f"(v{k} is None or {tests[key]})"
+    order = _canonical_order(fields)
+    names["_order"] = order
     lines = ["def check(body):"]
+    if order:
+        index = {key: k for k, key in enumerate(fields)}
+        fast = ([test for key, test in tests.items() if key not in raising]
+                + [test for key, test in tests.items() if key in raising])
+        lines += ["    if type(body) is _dict and tuple(body) == _order:",
+                  f"        {', '.join(f'v{index[key]}' for key in order)}, = body.values()",
+                  f"        if {' and '.join(fast)}:"]
+        lines += ["            _extra(body)"] if extra is not None else []
+        lines += ["            return"]
     if body:
         lines += ["    if type(body) is not _dict and type(body) is not _proxy:",
                   "        _not_a_body(body)",
@@ -226,27 +283,7 @@ def _compile_map(prefix: str, fields: Mapping[str, Field], *, body: bool = False
         lines += ["    if not _names.issuperset(body):",
                   "        _unknown(body)"]
     lines.append("    get = body.get")
-    for k, (key, spec) in enumerate(fields.items()):
-        names[f"_slow{k}"] = partial(_check_value, prefix + key, spec)
-        lines.append(f"    v = get({key!r})")
-        if spec.kind == "map" and spec.fields is not None:
-            names[f"_map{k}"] = _compile_map(f"{prefix}{key}.", spec.fields)
-            lines.append(f"    if type(v) is dict: _map{k}(v)")
-            lines.append(f"    else: _slow{k}(v)")
-            continue
-        test = _FAST_TEST.get(spec.kind)
-        if test is None:
-            lines.append(f"    _slow{k}(v)")
-            continue
-        bounds = ""
-        what = "v" if spec.kind in ("int", "float") else "len(v)"
-        if spec.lo is not None:
-            names[f"_lo{k}"] = spec.lo
-            bounds += f" and {what} >= _lo{k}"
-        if spec.hi is not None:
-            names[f"_hi{k}"] = spec.hi
-            bounds += f" and {what} <= _hi{k}"
-        lines.append(f"    if not ({test.format(range=bounds, size=bounds)}): _slow{k}(v)")
+    lines += general
     if extra is not None:
         lines.append("    _extra(body)")
     exec("\n".join(lines), names)  # the source is built above from the schema alone
@@ -321,13 +358,12 @@ class TxRegistry:
         check(body)
         return Transaction(name, body)
 
-    def txs_from_wire(self, values: list[Any]) -> tuple[Transaction, ...]:
-        """`from_wire` of each item of a block's transaction list (the receiving hot path).
-
-        The transactions are made through their slots: the frozen dataclass `__init__`
-        (`object.__setattr__` per field) cost more than the schema check of a small body."""
+    def check_wire(self, values: list[Any]) -> list[str]:
+        """Check each item of a block's decoded transaction list as `from_wire` does, and
+        return their types (the receiving hot path: it makes no `Transaction`; a block's
+        `txs` makes them when first read, see `wire_transactions`)."""
         checks = self._checks
-        out: list[Transaction] = []
+        types: list[str] = []
         for value in values:
             if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
                 raise TxSchemaError("malformed", "a transaction is [type, body]")
@@ -336,15 +372,25 @@ class TxRegistry:
             if check is None:
                 raise UnknownTxType("unknown_type", repr(name)[:80])
             check(body)
-            tx = _new_tx(Transaction)
-            _set_tx_type(tx, name)
-            _set_tx_body(tx, body)
-            out.append(tx)
-        return tuple(out)
+            types.append(name)
+        return types
 
     def decode(self, data: bytes) -> Transaction:
         """A transaction from untrusted bytes; raises a `TxError` or `CodecError`."""
         return self.from_wire(codec.decode(data, MAX_TX_BYTES))
+
+
+def wire_transactions(values: list[list[Any]]) -> tuple[Transaction, ...]:
+    """Transactions of a wire list that `TxRegistry.check_wire` accepted, without checking
+    again. They are made through their slots: the frozen dataclass `__init__`
+    (`object.__setattr__` per field) cost more than the schema check of a small body."""
+    out: list[Transaction] = []
+    for name, body in values:
+        tx = _new_tx(Transaction)
+        _set_tx_type(tx, name)
+        _set_tx_body(tx, body)
+        out.append(tx)
+    return tuple(out)
 
 
 _new_tx = object.__new__
