@@ -243,11 +243,17 @@ class SqliteStore:
         if not blocks:
             return
         db = self.db
+        # Blobs bound as bytearray, not bytes: CPython's sqlite3 (3.11) tries to adapt every
+        # bytes parameter (an adapter lookup, then an `__adapt__` lookup on its protocol type
+        # that raises and clears an AttributeError with a formatted message), a bytearray it
+        # binds as it is: 0.27 us a parameter, five a block. Both are stored as one BLOB.
+        blob = bytearray
         with self._write():
             db.executemany("INSERT INTO blocks(author, height, hash, ts, raw) VALUES (?,?,?,?,?)",
-                           [(b.author, b.height, b.hash, b.timestamp_ms, b.raw) for b in blocks])
+                           [(blob(b.author), b.height, blob(b.hash), b.timestamp_ms, blob(b.raw))
+                            for b in blocks])
             db.executemany("INSERT INTO txidx(type, ts, author, height, idxs) VALUES (?,?,?,?,?)",
-                           index_rows(blocks))
+                           [(t, ts, blob(a), h, blob(i)) for t, ts, a, h, i in index_rows(blocks)])
             last: dict[bytes, Block] = {}
             for b in blocks:
                 last[b.author] = b
