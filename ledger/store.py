@@ -30,6 +30,12 @@ SCHEMA_VERSION = 2
 """1: one index row per transaction (txs + two indexes). 2: one row per block per transaction
 type (`txidx`); version-1 files are migrated in place when opened."""
 SQLITE_MAGIC = b"SQLite format 3\x00"
+PAGE_SIZE = 8192
+"""Of new files (older ones keep theirs). Received blocks are ~0.8 KB: at SQLite's default of
+4 KB, four fit a page of the blocks table, and storing 4,000 of them in batches of 1,000 cost
+7.2-8.1 us CPU a block; at 8 KB 5.7-6.2, at 16 KB 5.4-5.9. A device's own commit (a block, its
+index row, its feed head) writes ~3 pages to the WAL, so bigger pages cost flash writes
+there: 8 KB takes most of the gain for twice the bytes a commit, 16 KB would take four times."""
 
 SCHEMA = """
 CREATE TABLE feeds(
@@ -104,6 +110,8 @@ class SqliteStore:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
                 raise StorageError(f"{self.path} is corrupt: {result}")
+        if not tables:  # a new file: before WAL mode fixes the page size
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
         if mode != "wal" and not (mode == "memory" and str(self.path) == ":memory:"):
             raise StorageError(f"{self.path}: WAL mode is not available")

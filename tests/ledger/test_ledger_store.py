@@ -16,6 +16,7 @@ from ledger.errors import BlockError, StorageError, TxError
 from ledger.ingest import ingest
 from ledger.local import sync_pair
 from ledger.sigpool import SignaturePool, Signed, Ticket
+from ledger.store import PAGE_SIZE
 from mesh import events as ev
 from mesh.identity import Identity, verify
 
@@ -51,6 +52,7 @@ def test_flushed_blocks_survive_reopen_and_verify(make_ledger: MakeLedger, tmp_p
     led.close()
     again = Ledger.open(tmp_path / "a.sqlite", Identity.from_seed(b"\x01" * 32))
     try:
+        assert again.store.db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
         assert again.height() == 4
         report = again.verify(NOW + 10)
         assert report.ok and report.blocks == 5
