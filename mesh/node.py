@@ -227,7 +227,8 @@ class MeshNode:
         expiry, a route's entry to the route's new expiry, and a replaced HELLO time or the
         entry of a forgotten neighbour or route is dropped. Each HELLO refreshes a neighbour
         and its direct route, so without this a node with 20 neighbours would be woken about
-        40 times a second to find nothing due.
+        40 times a second to find nothing due. A valid direct route to a heard neighbour
+        drops its entry (the neighbour's covers both): one entry moves per neighbour.
         """
         timers = self._timers
         neighbours = self._neighbours
@@ -251,6 +252,17 @@ class MeshNode:
                     heapq.heappop(timers)
                     continue
                 if key.expiry > when:
+                    if key.hops == 1 and key.valid and key.next_hop == key.dest:
+                        nb = neighbours.get(key.dest)
+                        if nb is not None and (
+                                key.expiry >= nb.last_heard + loss * nb.hello_interval_s):
+                            # A direct route to a neighbour: every HELLO keeps its expiry at
+                            # or past the neighbour's, and the neighbour's entry breaks the
+                            # link (invalidating the route, which re-arms it) first. One
+                            # entry per neighbour then moves instead of two.
+                            key.timer_at = INF
+                            heapq.heappop(timers)
+                            continue
                     key.timer_at = key.expiry
                     self._timer_seq += 1
                     heapq.heapreplace(timers, (key.expiry, self._timer_seq, kind, key))
@@ -405,6 +417,11 @@ class MeshNode:
             if self._neighbours.get(key.node) is key:
                 expiry = key.expiry(self.config.allowed_hello_loss)
                 if expiry <= now:
+                    route = self._routes.get(key.node)
+                    if route is not None and route.valid and route.expiry <= now:
+                        # Its direct route (whose entry get_timer left to this one) ran
+                        # out too: it carried nothing lately, so it expires without a RERR.
+                        self._invalidate(route, "expired", now)
                     self._link_break(key.node, "hello timeout", now)
                 else:
                     self._push_timer(expiry, "neighbour", key)

@@ -381,6 +381,26 @@ def test_a_node_is_woken_for_hellos_not_for_refreshed_neighbours() -> None:
     assert route is None
 
 
+def test_one_timer_entry_per_neighbour_and_its_direct_route() -> None:
+    # The direct route to a neighbour needs no entry of its own while the neighbour is heard:
+    # the neighbour's entry breaks the link first. Ten neighbours, ten entries plus HELLO.
+    net = LinkGraph(11, seed=21, lines=ALL_LINES)
+    for k in range(1, 11):
+        net.connect(0, k)
+    net.run(10.0)
+    hub = net.nodes[0]
+    assert hub.pending_timers <= 12  # it was 21: a second entry per direct route
+    # A neighbour falls silent: its idle direct route expires, and nobody is told (no RERR).
+    cut_at = net.now
+    net.cut(5, 0)
+    net.run(cut_at + 4.0)
+    [down] = net.of_type(0, ev.NeighbourDown)
+    assert down.node == net.id(5) and down.time <= cut_at + 2.0 + 1e-9
+    [broken] = [e for e in net.of_type(0, ev.RouteBroken) if e.dest == net.id(5)]
+    assert broken.reason == "expired" and hub.stats["tx_rerr"] == 0
+    assert hub.route_to(net.id(5)) is None
+
+
 def test_rreq_rebroadcasts_are_dropped_where_neighbours_covered_them() -> None:
     # 1..6 all hear each other and 0; 7 hears 1..6 but not 0. When 0 searches for 7, each of
     # 1..6 waits its jitter before rebroadcasting; those that heard three copies meanwhile
