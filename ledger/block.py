@@ -19,6 +19,7 @@ different blocks at one height: an equivocation, caught and proven like any othe
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import FrozenInstanceError
 from typing import Any, Protocol
 
@@ -98,8 +99,11 @@ class Block:
     def txs(self) -> tuple[Transaction, ...]:
         txs = self._txs
         if txs is None:
-            assert self._wire is not None
-            txs = wire_transactions(self._wire)
+            wire = self._wire
+            if wire is None:  # its templates vouched for it: decoded only now
+                wire = codec.decode(self.raw, MAX_BLOCK_BYTES, check_types=False,
+                                    canonical=False)[5]
+            txs = wire_transactions(wire)
             _set_txs(self, txs)
             _set_wire(self, None)
         return txs
@@ -152,7 +156,23 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
     Raises `BlockError` (reason "malformed", "version" or "tx") and never anything else.
     The signature is not checked here; `ledger.validate.check_block` does that, and only then
     is the block trusted (see the module docstring for why it is not re-encoded).
+
+    First the fast path: a block whose header is spelled in its usual form and whose
+    transactions are all of one type that the type's byte template matches is taken without
+    decoding (`ledger.template`; its `txs` are decoded when read). Anything else is decoded
+    and checked field by field.
     """
+    if len(raw) <= MAX_BLOCK_BYTES:
+        found = _USUAL.fullmatch(raw)
+        if found is not None:
+            block = _from_template(raw, found, registry)
+            if block is not None:
+                return block
+    return _decode(raw, registry)
+
+
+def _decode(raw: bytes, registry: TxRegistry) -> Block:
+    """`decode_block` without the fast path: decode, then check every field."""
     try:
         value: Any = codec.decode(raw, MAX_BLOCK_BYTES, check_types=False, canonical=False)
     except CodecError as exc:
@@ -180,8 +200,13 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
         types = registry.check_wire(txs)
     except TxError as exc:
         raise BlockError("tx", str(exc)) from exc
-    # Through the slots: `__init__` (ten `object.__setattr__`) cost about a microsecond a
-    # block, as much as the rest of these checks.
+    return _received(author, height, prev, ts, types, txs, sig, raw)
+
+
+def _received(author: bytes, height: int, prev: bytes, ts: int, types: list[str],
+              wire: list[Any] | None, sig: bytes, raw: bytes) -> Block:
+    """A received block, made through its slots: `__init__` (ten `object.__setattr__`)
+    cost about a microsecond a block, as much as the checks of `_decode`."""
     block = _new(Block)
     _set_author(block, author)
     _set_height(block, height)
@@ -189,11 +214,46 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
     _set_ts(block, ts)
     _set_types(block, types)
     _set_txs(block, None)
-    _set_wire(block, txs)
+    _set_wire(block, wire)
     _set_sig(block, sig)
     _set_raw(block, raw)
     _set_hash(block, hashlib.sha256(raw).digest())
     return block
+
+
+_UINT = rb"(?:[\x00-\x17]|\x18.|\x19.{2}|\x1a.{4}|\x1b.{8})"
+_USUAL = re.compile(
+    rb"\x87" + re.escape(bytes([VERSION])) + rb"\x58\x20(.{32})(" + _UINT + rb")\x58\x20(.{32})("
+    + _UINT + rb")([\x80-\x97]|\x98.|\x99.{2})(.*)\x58\x40.{64}", re.DOTALL)
+"""A block as `Block.create` writes it: version, 32-byte author, height, 32-byte prev,
+timestamp, the transactions' array header, (the transactions), the 64-byte signature."""
+
+
+def _uint(encoded: bytes) -> int:
+    """The value of a CBOR unsigned int that `_UINT` matched."""
+    return encoded[0] if len(encoded) == 1 else int.from_bytes(encoded[1:], "big")
+
+
+def _from_template(raw: bytes, found: re.Match[bytes], registry: TxRegistry) -> Block | None:
+    """The block `_USUAL` matched, if its transactions are all of one type and match that
+    type's template; None: decode it instead (also for what the slow path must refuse)."""
+    author, height_raw, prev, ts_raw, count_raw = found.group(1, 2, 3, 4, 5)
+    height = _uint(height_raw)
+    ts = _uint(ts_raw)
+    count = int.from_bytes(count_raw[1:], "big") if len(count_raw) > 1 else count_raw[0] - 0x80
+    if height >= 2**63 or ts >= 2**63 or count > MAX_BLOCK_TXS:
+        return None
+    start, end = found.span(6)
+    if count:
+        name = registry.match_wire(raw, start, end, count)
+        if name is None:
+            return None
+        types = [name] * count
+    elif start == end:
+        types = []
+    else:
+        return None
+    return _received(author, height, prev, ts, types, None, raw[-SIG_LEN:], raw)
 
 
 _new = object.__new__

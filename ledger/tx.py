@@ -24,6 +24,7 @@ from typing import Any
 
 from ledger import codec
 from ledger.errors import CodecError, LedgerError, TxSchemaError, UnknownTxType
+from ledger.template import Runs, canonical_order, first_type, tx_template
 from mesh import events as ev
 from mesh.line import LineStatus
 
@@ -203,11 +204,6 @@ _FAST_TEST = {
 call that `math.isfinite` costs."""
 
 
-def _canonical_order(names: Iterable[str]) -> tuple[str, ...]:
-    """Map keys in the order deterministic CBOR writes them (shorter encoded key first)."""
-    return tuple(sorted(names, key=lambda name: (len(name.encode()), name.encode())))
-
-
 def _compile_map(prefix: str, fields: Mapping[str, Field], *, body: bool = False,
                  extra: Callable[[Mapping[str, Any]], None] | None = None) -> Checker:
     """What `_check_map(prefix, fields, body)` does, as one generated function per schema.
@@ -261,7 +257,7 @@ def _compile_map(prefix: str, fields: Mapping[str, Field], *, body: bool = False
             tests[key] = f"({template.format(v=f'v{k}')})"
         if spec.optional:
             tests[key] = f"(v{k} is None or {tests[key]})"
-    order = _canonical_order(fields)
+    order = canonical_order(fields)
     names["_order"] = order
     lines = ["def check(body):"]
     if order:
@@ -311,6 +307,7 @@ class TxRegistry:
     def __init__(self) -> None:
         self._types: dict[str, TxType] = {}
         self._checks: dict[str, Checker] = {}
+        self._runs: dict[str, Runs] = {}
 
     def register(self, tx_type: TxType) -> None:
         """Add a type; registering the very same type twice is harmless, a clash is an error."""
@@ -319,6 +316,11 @@ class TxRegistry:
             raise LedgerError(f"transaction type {tx_type.name} is already registered")
         self._types[tx_type.name] = tx_type
         self._checks[tx_type.name] = _compile_type(tx_type)
+        template = tx_template(tx_type)
+        if template is None:
+            self._runs.pop(tx_type.name, None)
+        else:
+            self._runs[tx_type.name] = Runs(template)
 
     def get(self, name: str) -> TxType:
         try:
@@ -374,6 +376,18 @@ class TxRegistry:
             check(body)
             types.append(name)
         return types
+
+    def match_wire(self, raw: bytes, start: int, end: int, count: int) -> str | None:
+        """The type, when `raw[start:end]` is the encoding of `count` transactions of one type
+        that its byte template spells (so each matches its schema; `ledger.template`); else
+        None: decode them and `check_wire` (the fast path may refuse what that accepts)."""
+        name = first_type(raw, start)
+        if name is None:
+            return None
+        runs = self._runs.get(name)
+        if runs is None or not runs.match(raw, start, end, count):
+            return None
+        return name
 
     def decode(self, data: bytes) -> Transaction:
         """A transaction from untrusted bytes; raises a `TxError` or `CodecError`."""

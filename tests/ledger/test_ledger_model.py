@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cbor2
@@ -14,6 +14,7 @@ from ledger import Ledger, codec
 from ledger.block import GENESIS_PREV, Block, decode_block, signing_bytes
 from ledger.errors import BlockError, CodecError, LedgerError, TxSchemaError, UnknownTxType
 from ledger.tx import (
+    Field,
     Float,
     Int,
     Transaction,
@@ -345,3 +346,197 @@ def test_received_blocks_make_their_transactions_when_read() -> None:
     assert got.txs == made.txs and got.txs is got.txs and got == made
     with pytest.raises(AttributeError):
         got.height = 1  # type: ignore[misc]
+
+
+# --- the byte-template fast path of decode_block ------------------------------------------
+
+_REG = default_registry()
+"""One registry for these tests: each compiles its templates' patterns when first used."""
+
+def _near(spec: Field) -> st.SearchStrategy[Any]:
+    """Values of a field's kind, four times in five within its bounds (the fast path's
+    case), else around its bounds and CBOR's encoding sizes, in and out."""
+    lo, hi = spec.lo, spec.hi
+    good: st.SearchStrategy[Any]
+    edge: st.SearchStrategy[Any]
+    if spec.kind == "int":
+        good = st.integers(int(-2**64 if lo is None else lo), int(2**64 - 1 if hi is None else hi))
+        edge = st.sampled_from([e for b in (lo, hi) if b is not None
+                                for e in (int(b) - 1, int(b), int(b) + 1)]
+                               + [23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, -24, -25,
+                                  -256, -257, -2**64 - 1, 2**64])
+    elif spec.kind == "float":
+        good = (st.floats(min_value=0.0, allow_infinity=False, width=16)
+                | st.floats(min_value=0.0, allow_infinity=False, width=32)
+                | st.floats(min_value=0.0, allow_infinity=False) | st.integers(0, 2**64 - 1))
+        edge = (st.floats() | st.integers(-3, 3)
+                | st.sampled_from([-0.0, 5e-324, -5e-324, float("inf"), float("nan")]))
+    elif spec.kind in ("bytes", "str"):
+        size = {"min_size": int(lo or 0), "max_size": int(hi or 300)}
+        out = {"min_size": max(0, int(lo or 0) - 1), "max_size": int(hi or 300) + 1}
+        if spec.kind == "bytes":
+            good, edge = st.binary(**size), st.binary(**out)
+        else:
+            good = st.text(st.characters(max_codepoint=127), **size)
+            edge = st.text(**out)
+    elif spec.kind == "bool":
+        good, edge = st.booleans(), st.sampled_from([0, 1])
+    elif spec.kind == "map" and spec.fields is not None:
+        good = edge = st.fixed_dictionaries({k: _near(f) for k, f in spec.fields.items()})
+    else:
+        good = edge = plain
+    if spec.optional:
+        good = good | st.none()
+    return st.integers(0, 4).flatmap(lambda k: edge if k == 0 else good)
+
+
+@st.composite
+def _odd_tx(draw: st.DrawFn) -> Transaction:
+    """A transaction of a templated type: each field near its bounds, sometimes left out."""
+    name = draw(st.sampled_from([n for n in _REG.names() if _REG._runs.get(n) is not None]))
+    fields = _REG.get(name).fields
+    body = {key: draw(_near(spec)) for key, spec in fields.items()}
+    odd = draw(st.integers(0, 9)) if body else 9
+    if odd == 0:
+        body.pop(draw(st.sampled_from(sorted(body))))
+    elif odd == 1:
+        body[draw(st.sampled_from(sorted(body)))] = draw(
+            st.sampled_from([None, b"", "", [], {}, 1.5, True]))
+    return Transaction(name, body)
+
+
+def _both_paths(raw: bytes) -> None:
+    """Whatever the fast path takes, the full decode takes too, with the same fields."""
+    from ledger.block import _decode
+
+    fast = decode_block(raw, _REG)  # the fast path, or the full decode when it passes
+    slow = _decode(raw, _REG)
+    assert (fast.author, fast.height, fast.prev, fast.timestamp_ms, fast.signature, fast.hash,
+            fast.tx_types, fast.txs) == (slow.author, slow.height, slow.prev, slow.timestamp_ms,
+                                         slow.signature, slow.hash, slow.tx_types, slow.txs)
+
+
+def _fast_only(raw: bytes) -> Block | None:
+    from ledger.block import _USUAL, _from_template
+
+    found = _USUAL.fullmatch(raw)
+    return None if found is None else _from_template(raw, found, _REG)
+
+
+@given(st.lists(_odd_tx(), min_size=1, max_size=4), st.integers(0, 2**64 - 1),
+       st.integers(0, 2**64 - 1),
+       st.data())
+@settings(max_examples=150, deadline=None)
+def test_the_template_fast_path_takes_only_what_the_full_decode_takes(
+        txs: list[Transaction], height: int, ts: int, data: st.DataObject) -> None:
+    """Blocks of edge values (floats of every width, infinities, NaN, -0.0, ints around
+    every bound and encoding size, strings over their limits and non-ASCII, fields left
+    out), and the same bytes with one byte changed: the fast path refuses whatever the full
+    decode refuses, and agrees with it on what both take."""
+    if data.draw(st.integers(0, 3)) and txs:
+        txs = [txs[0]] * len(txs)  # one type: the fast path's case
+    raw = Block.create(ALICE, height, b"\x05" * 32, ts, tuple(txs)).raw
+    mutations = [raw]
+    for _ in range(3):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        mutations.append(raw[:i] + bytes([data.draw(st.integers(0, 255))]) + raw[i + 1:])
+    for candidate in mutations:
+        if _fast_only(candidate) is not None:
+            _both_paths(candidate)
+
+
+@given(_odd_tx())
+@settings(max_examples=500, deadline=None)
+def test_a_template_matches_only_transactions_that_pass_their_schema(tx: Transaction) -> None:
+    encoded = tx.encode()
+    if _REG._runs[tx.type].match(encoded, 0, len(encoded), 1):
+        _REG.from_wire(cbor2.loads(encoded))  # raises if the template was wrong
+
+
+def _valid(spec: Field) -> Any:
+    """A value every schema of this kind and bounds accepts."""
+    lo = spec.lo
+    if spec.kind == "int":
+        return int(lo) if lo is not None else 0
+    if spec.kind == "float":
+        return 1.5 if lo is None else float(lo) + 1.5
+    if spec.kind in ("bytes", "str"):
+        n = int(lo or 0)
+        return b"x" * n if spec.kind == "bytes" else "x" * n
+    if spec.kind == "bool":
+        return True
+    assert spec.kind == "map" and spec.fields is not None
+    return {k: _valid(f) for k, f in spec.fields.items()}
+
+
+_EDGES: list[Any] = [
+    None, True, False, b"", "", [], {}, 1.5, -1.5,
+    0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63, 2**64 - 1,
+    -1, -24, -25, -200, -201, -256, -257, -65536, -65537, -2**32, -2**32 - 1, -2**64,
+    float("inf"), float("-inf"), float("nan"), -0.0, 0.0, 5e-324, -5e-324, 1e308, 65504.0,
+    65520.0, 3.4e38, 3.5e38, "é", "x" * 300]
+
+
+def _with(body: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = dict(body)
+    out[path[0]] = value if len(path) == 1 else _with(out[path[0]], path[1:], value)
+    return out
+
+
+def _paths(fields: Mapping[str, Field], prefix: tuple[str, ...] = ()) -> list[
+        tuple[tuple[str, ...], Field]]:
+    out = []
+    for key, spec in fields.items():
+        out.append(((*prefix, key), spec))
+        if spec.kind == "map" and spec.fields is not None:
+            out += _paths(spec.fields, (*prefix, key))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in _REG.names() if _REG._runs.get(n) is not None])
+def test_a_template_refuses_every_edge_value_its_schema_refuses(name: str) -> None:
+    """Each field (nested ones too) of a valid body in turn holds each edge value, and
+    lengths around each bound and encoding size: whatever the template matches, the schema
+    accepts."""
+    fields = _REG.get(name).fields
+    base = {k: _valid(f) for k, f in fields.items()}
+    _REG.from_wire(cbor2.loads(Transaction(name, base).encode()))
+    matched = 0
+    for path, spec in _paths(fields):
+        values = list(_EDGES)
+        sizes = {0, 1, 8, 16, 23, 24, 32, 64, 65, 255, 256}
+        if spec.kind in ("bytes", "str"):
+            sizes |= {int(spec.lo or 0) - 1, int(spec.hi or 0) + 1}
+        for n in sizes:
+            values += [b"y" * n, "y" * n] if n >= 0 else []
+        for value in values:
+            encoded = Transaction(name, _with(base, path, value)).encode()
+            if _REG._runs[name].match(encoded, 0, len(encoded), 1):
+                matched += 1
+                _REG.from_wire(cbor2.loads(encoded))  # raises if the template was wrong
+    assert matched  # the fast path is taken at all
+
+
+def test_usual_blocks_take_the_fast_path_and_read_their_transactions_later() -> None:
+    reg = default_registry()
+    line = {"connected": True, "technology": "lte", "signal_dbm": -80,
+            "backhaul_reachable": True, "rtt_ms": 40}
+    for txs in ((_route(),) * 8, (reg.make("line.status", {"old": line, "new": line, "t": 1.0}),),
+                (reg.make("mesh.gateway_changed", {"old": None, "new": b"g" * 8, "next_hop": None,
+                                                   "hops": 1, "seq": 2, "line": None,
+                                                   "reason": "up", "t": 0.0}),), ()):
+        made = Block.create(ALICE, 300, b"\x05" * 32, T0, txs)
+        assert _fast_only(made.raw) is not None
+        got = decode_block(made.raw, reg)
+        assert got == made and got.tx_types == made.tx_types
+    mixed = Block.create(ALICE, 0, GENESIS_PREV, T0, (_route(), _route_broken()))
+    assert _fast_only(mixed.raw) is None  # two types: decoded and checked
+    assert decode_block(mixed.raw, reg) == mixed
+    negative_zero = Transaction("mesh.route_added", {**_route().body, "t": -0.0})
+    odd = Block.create(ALICE, 0, GENESIS_PREV, T0, (negative_zero,))
+    assert _fast_only(odd.raw) is None and decode_block(odd.raw, reg).txs[0].body["t"] == 0.0
+
+
+def _route_broken() -> Transaction:
+    return Transaction("mesh.route_broken", {"dest": b"d" * 8, "next_hop": b"n" * 8, "hops": 2,
+                                             "seq": 7, "reason": "timeout", "t": 1.5})
