@@ -162,8 +162,8 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
     decoding (`ledger.template`; its `txs` are decoded when read). Anything else is decoded
     and checked field by field.
     """
-    if len(raw) <= MAX_BLOCK_BYTES:
-        found = _USUAL.fullmatch(raw)
+    if len(raw) <= MAX_BLOCK_BYTES and raw[-_SIG_TAIL:-SIG_LEN] == b"\x58\x40":
+        found = _USUAL.match(raw, 0, len(raw) - _SIG_TAIL)
         if found is not None:
             block = _from_template(raw, found, registry)
             if block is not None:
@@ -224,26 +224,25 @@ def _received(author: bytes, height: int, prev: bytes, ts: int, types: list[str]
 _UINT = rb"(?:[\x00-\x17]|\x18.|\x19.{2}|\x1a.{4}|\x1b.{8})"
 _USUAL = re.compile(
     rb"\x87" + re.escape(bytes([VERSION])) + rb"\x58\x20(.{32})(" + _UINT + rb")\x58\x20(.{32})("
-    + _UINT + rb")([\x80-\x97]|\x98.|\x99.{2})(.*)\x58\x40.{64}", re.DOTALL)
-"""A block as `Block.create` writes it: version, 32-byte author, height, 32-byte prev,
-timestamp, the transactions' array header, (the transactions), the 64-byte signature."""
-
-
-def _uint(encoded: bytes) -> int:
-    """The value of a CBOR unsigned int that `_UINT` matched."""
-    return encoded[0] if len(encoded) == 1 else int.from_bytes(encoded[1:], "big")
+    + _UINT + rb")([\x80-\x97]|\x98.|\x99.{2})", re.DOTALL)
+"""The head of a block as `Block.create` writes it: version, 32-byte author, height, 32-byte
+prev, timestamp, the transactions' array header; then come the transactions and the
+signature (`\\x58\\x40` and 64 bytes)."""
 
 
 def _from_template(raw: bytes, found: re.Match[bytes], registry: TxRegistry) -> Block | None:
-    """The block `_USUAL` matched, if its transactions are all of one type and match that
-    type's template; None: decode it instead (also for what the slow path must refuse)."""
+    """The block whose head `_USUAL` matched (and whose last 66 bytes frame a signature), if
+    its transactions are all of one type and match that type's template; None: decode it
+    instead (also for what the slow path must refuse)."""
     author, height_raw, prev, ts_raw, count_raw = found.group(1, 2, 3, 4, 5)
-    height = _uint(height_raw)
-    ts = _uint(ts_raw)
+    # A CBOR head: its value in the initial byte (< 24, less the major type's 0x80 for the
+    # array), or in the bytes after it.
+    height = int.from_bytes(height_raw[1:] or height_raw, "big")
+    ts = int.from_bytes(ts_raw[1:] or ts_raw, "big")
     count = int.from_bytes(count_raw[1:], "big") if len(count_raw) > 1 else count_raw[0] - 0x80
     if height >= 2**63 or ts >= 2**63 or count > MAX_BLOCK_TXS:
         return None
-    start, end = found.span(6)
+    start, end = found.end(), len(raw) - _SIG_TAIL
     if count:
         name = registry.match_wire(raw, start, end, count)
         if name is None:

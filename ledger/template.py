@@ -182,6 +182,9 @@ class Runs:
 
     def match(self, raw: bytes, start: int, end: int, count: int) -> bool:
         """True when `raw[start:end]` is exactly `count` transactions of the template."""
+        whole = self.runs.get(count)  # a power of two seen before: the usual case
+        if whole is not None:
+            return whole.fullmatch(raw, start, end) is not None
         pos = start
         size = 1
         while count:
