@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ledger.block import Block, decode_block
+from ledger.block import Block, decode_block, signing_bytes
 from ledger.errors import BlockError
 from ledger.sigpool import SignaturePool, Signed, Ticket
 from ledger.tx import TxRegistry
@@ -140,7 +140,7 @@ class _Pending:
 
     def add(self, block: Block) -> None:
         if self.pool is None:
-            if not self.verifier(block.author, block.signature, block.signing_bytes()):
+            if not self.verifier(block.author, block.signature, signing_bytes(block.raw)):
                 raise BlockError("signature", f"bad signature at height {block.height}")
             self.blocks.append(block)
             return

@@ -302,15 +302,13 @@ class SyncSession:
                             pool=self.pool)
         except BlockError as exc:
             raise SyncError("invalid_block", str(exc)) from exc
-        got = sum(len(r) for r in raws)
+        sizes = [len(r) for r in raws]
         self.stats.blocks_in += len(raws)
-        self.stats.block_bytes_in += got
+        self.stats.block_bytes_in += sum(sizes)
         self.stats.duplicates += result.duplicates
         self.stats.equivocations += result.equivocations
-        self._stored_bytes += sum(b.size for b in result.stored)
-        for block in result.stored:
-            if block.height == 0:
-                self._new_feeds += 1
+        self._stored_bytes += sum([len(b.raw) for b in result.stored])
+        self._new_feeds += [b.height for b in result.stored].count(0)
         if self.on_blocks is not None and result.stored:
             self.on_blocks(len(result.stored))
         if self._new_feeds > self.config.max_new_feeds:
