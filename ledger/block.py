@@ -158,9 +158,9 @@ def decode_block(raw: bytes, registry: TxRegistry) -> Block:
     is the block trusted (see the module docstring for why it is not re-encoded).
 
     First the fast path: a block whose header is spelled in its usual form and whose
-    transactions are all of one type that the type's byte template matches is taken without
-    decoding (`ledger.template`; its `txs` are decoded when read). Anything else is decoded
-    and checked field by field.
+    transactions each match their type's byte template is taken without decoding
+    (`ledger.template`; its `txs` are decoded when read). Anything else is decoded and
+    checked field by field.
     """
     if len(raw) <= MAX_BLOCK_BYTES and raw[-_SIG_TAIL:-SIG_LEN] == b"\x58\x40":
         found = _USUAL.match(raw, 0, len(raw) - _SIG_TAIL)
@@ -232,8 +232,8 @@ signature (`\\x58\\x40` and 64 bytes)."""
 
 def _from_template(raw: bytes, found: re.Match[bytes], registry: TxRegistry) -> Block | None:
     """The block whose head `_USUAL` matched (and whose last 66 bytes frame a signature), if
-    its transactions are all of one type and match that type's template; None: decode it
-    instead (also for what the slow path must refuse)."""
+    each transaction matches its type's template; None: decode it instead (also for what
+    the slow path must refuse)."""
     author, height_raw, prev, ts_raw, count_raw = found.group(1, 2, 3, 4, 5)
     # A CBOR head: its value in the initial byte (< 24, less the major type's 0x80 for the
     # array), or in the bytes after it.
@@ -244,10 +244,9 @@ def _from_template(raw: bytes, found: re.Match[bytes], registry: TxRegistry) -> 
         return None
     start, end = found.end(), len(raw) - _SIG_TAIL
     if count:
-        name = registry.match_wire(raw, start, end, count)
-        if name is None:
+        types = registry.match_wire(raw, start, end, count)
+        if types is None:
             return None
-        types = [name] * count
     elif start == end:
         types = []
     else:

@@ -176,9 +176,22 @@ class Runs:
     A run of n matches as the runs of n's binary digits, so at most 13 patterns are ever
     compiled per type (~2 ms each), whatever counts peers send."""
 
-    def __init__(self, template: bytes) -> None:
+    def __init__(self, name: str, template: bytes) -> None:
+        self.name = name
         self.template = template
         self.runs: dict[int, re.Pattern[bytes]] = {}
+
+    def _run(self, size: int) -> re.Pattern[bytes]:
+        run = self.runs.get(size)
+        if run is None:
+            run = self.runs[size] = re.compile(b"(?:" + self.template + b"){%d}" % size,
+                                               re.DOTALL)
+        return run
+
+    def match_one(self, raw: bytes, start: int, end: int) -> int:
+        """Where one transaction of the template at `raw[start:]` ends, or -1."""
+        found = self._run(1).match(raw, start, end)
+        return -1 if found is None else found.end()
 
     def match(self, raw: bytes, start: int, end: int, count: int) -> bool:
         """True when `raw[start:end]` is exactly `count` transactions of the template."""
@@ -189,11 +202,7 @@ class Runs:
         size = 1
         while count:
             if count & size:
-                run = self.runs.get(size)
-                if run is None:
-                    run = self.runs[size] = re.compile(b"(?:" + self.template + b"){%d}" % size,
-                                                       re.DOTALL)
-                found = run.match(raw, pos, end)
+                found = self._run(size).match(raw, pos, end)
                 if found is None:
                     return False
                 pos = found.end()

@@ -320,7 +320,7 @@ class TxRegistry:
         if template is None:
             self._runs.pop(tx_type.name, None)
         else:
-            self._runs[tx_type.name] = Runs(template)
+            self._runs[tx_type.name] = Runs(tx_type.name, template)
 
     def get(self, name: str) -> TxType:
         try:
@@ -377,17 +377,29 @@ class TxRegistry:
             types.append(name)
         return types
 
-    def match_wire(self, raw: bytes, start: int, end: int, count: int) -> str | None:
-        """The type, when `raw[start:end]` is the encoding of `count` transactions of one type
-        that its byte template spells (so each matches its schema; `ledger.template`); else
-        None: decode them and `check_wire` (the fast path may refuse what that accepts)."""
+    def match_wire(self, raw: bytes, start: int, end: int, count: int) -> list[str] | None:
+        """The types, when `raw[start:end]` is the encoding of `count` transactions that their
+        types' byte templates spell (so each matches its schema; `ledger.template`); else
+        None: decode them and `check_wire` (the fast path may refuse what that accepts).
+        A block of one type matches as one run; a mixed one transaction by transaction."""
         name = first_type(raw, start)
-        if name is None:
+        runs = None if name is None else self._runs.get(name)
+        if runs is None:
             return None
-        runs = self._runs.get(name)
-        if runs is None or not runs.match(raw, start, end, count):
-            return None
-        return name
+        if runs.match(raw, start, end, count):
+            return [runs.name] * count
+        types: list[str] = []
+        pos = start
+        while pos < end and len(types) < count:
+            name = first_type(raw, pos)
+            runs = None if name is None else self._runs.get(name)
+            if runs is None:
+                return None
+            pos = runs.match_one(raw, pos, end)
+            if pos < 0:
+                return None
+            types.append(runs.name)
+        return types if pos == end and len(types) == count else None
 
     def decode(self, data: bytes) -> Transaction:
         """A transaction from untrusted bytes; raises a `TxError` or `CodecError`."""

@@ -529,9 +529,14 @@ def test_usual_blocks_take_the_fast_path_and_read_their_transactions_later() -> 
         assert _fast_only(made.raw) is not None
         got = decode_block(made.raw, reg)
         assert got == made and got.tx_types == made.tx_types
-    mixed = Block.create(ALICE, 0, GENESIS_PREV, T0, (_route(), _route_broken()))
-    assert _fast_only(mixed.raw) is None  # two types: decoded and checked
-    assert decode_block(mixed.raw, reg) == mixed
+    mixed = Block.create(ALICE, 0, GENESIS_PREV, T0, (_route(), _route_broken(), _route()))
+    fast = _fast_only(mixed.raw)  # transaction by transaction
+    assert fast is not None and fast.tx_types == mixed.tx_types and fast == mixed
+    joined = reg.make("mesh.manet_joined", {"neighbours": [b"a" * 8], "has_line": True,
+                                            "t": 1.0})
+    untemplated = Block.create(ALICE, 0, GENESIS_PREV, T0, (_route(), joined))
+    assert _fast_only(untemplated.raw) is None  # a list field: decoded and checked
+    assert decode_block(untemplated.raw, reg) == untemplated
     negative_zero = Transaction("mesh.route_added", {**_route().body, "t": -0.0})
     odd = Block.create(ALICE, 0, GENESIS_PREV, T0, (negative_zero,))
     assert _fast_only(odd.raw) is None and decode_block(odd.raw, reg).txs[0].body["t"] == 0.0
