@@ -14,9 +14,10 @@ valid body but never accepts an invalid one.
 Spelled: ints (major types 0 and 1; an encoding whose every value is in bounds, or the
 in-bounds values of the one- and two-byte forms), finite floats with no bound or a lower
 bound of 0 (half, single and double precision, with the exponent's all-ones pattern left
-out; and the ints that `Float` accepts), bytes and ASCII strings of at most 65 possible
-lengths, bools, nested maps of the same, and None for optional fields. A type with its own
-`check`, or with a list, free map or `any` field, has no template.
+out; and the ints that `Float` accepts), bytes, ASCII strings and lists of items of these
+kinds (their first 65 lengths from the lower bound), bools, nested maps of the same, and
+None for optional fields. A type with its own `check`, or with a free map, an `any` field or
+a list of those, has no template.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ledger.tx import Field, TxType
 
 MAX_LENGTHS = 65
-"""Most distinct lengths a bytes or str field may have to be spelled (one branch each)."""
+"""Lengths of a bytes, str or list field spelled, from its lower bound (one branch each)."""
 _ANY = rb"[\x00-\xff]"
 
 
@@ -93,10 +94,12 @@ def _cls(first: int, last: int) -> bytes:
 
 
 def _sized(major: int, lo: float | None, hi: float | None, unit: bytes) -> bytes | None:
-    """Byte or text strings of lo..hi units (ASCII characters for text)."""
+    """Byte strings, ASCII text strings or lists (`unit`: a byte, character or item) of lo..hi
+    units; only the first `MAX_LENGTHS` lengths from lo (longer ones are decoded)."""
     first = 0 if lo is None else max(0, int(lo))
     last = 255 if hi is None else min(255, int(hi))
-    if last - first + 1 > MAX_LENGTHS or last < first:
+    last = min(last, first + MAX_LENGTHS - 1)
+    if last < first:
         return None
     forms = []
     for n in range(first, last + 1):
@@ -120,8 +123,11 @@ def _value(spec: Field) -> bytes | None:
         pattern = rb"[\xf4\xf5]"
     elif kind == "map" and spec.fields is not None:
         pattern = _map(spec.fields)
+    elif kind == "list" and spec.items is not None:
+        item = _value(spec.items)
+        pattern = None if item is None else _sized(0x80, spec.lo, spec.hi, b"(?:" + item + b")")
     else:
-        return None  # lists, free maps, any: decoded and checked
+        return None  # lists of anything, free maps, any: decoded and checked
     if pattern is None:
         return None
     return b"(?:\\xf6|" + pattern + b")" if spec.optional else pattern

@@ -465,6 +465,8 @@ def _valid(spec: Field) -> Any:
         return b"x" * n if spec.kind == "bytes" else "x" * n
     if spec.kind == "bool":
         return True
+    if spec.kind == "list" and spec.items is not None:
+        return [_valid(spec.items)] * int(lo or 0)
     assert spec.kind == "map" and spec.fields is not None
     return {k: _valid(f) for k, f in spec.fields.items()}
 
@@ -474,7 +476,7 @@ _EDGES: list[Any] = [
     0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63, 2**64 - 1,
     -1, -24, -25, -200, -201, -256, -257, -65536, -65537, -2**32, -2**32 - 1, -2**64,
     float("inf"), float("-inf"), float("nan"), -0.0, 0.0, 5e-324, -5e-324, 1e308, 65504.0,
-    65520.0, 3.4e38, 3.5e38, "é", "x" * 300]
+    65520.0, 3.4e38, 3.5e38, "é", "x" * 300, [b"a" * 8, b"b"], [None], [[b"a" * 8]], [1]]
 
 
 def _with(body: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -508,7 +510,8 @@ def test_a_template_refuses_every_edge_value_its_schema_refuses(name: str) -> No
         if spec.kind in ("bytes", "str"):
             sizes |= {int(spec.lo or 0) - 1, int(spec.hi or 0) + 1}
         for n in sizes:
-            values += [b"y" * n, "y" * n] if n >= 0 else []
+            values += [b"y" * n, "y" * n, [b"y" * 8] * n, [b"y"] + [b"y" * 8] * n,
+                       [b"y" * 8] * n + [None]] if n >= 0 else []
         for value in values:
             encoded = Transaction(name, _with(base, path, value)).encode()
             if _REG._runs[name].match(encoded, 0, len(encoded), 1):
@@ -534,9 +537,18 @@ def test_usual_blocks_take_the_fast_path_and_read_their_transactions_later() -> 
     assert fast is not None and fast.tx_types == mixed.tx_types and fast == mixed
     joined = reg.make("mesh.manet_joined", {"neighbours": [b"a" * 8], "has_line": True,
                                             "t": 1.0})
-    untemplated = Block.create(ALICE, 0, GENESIS_PREV, T0, (_route(), joined))
-    assert _fast_only(untemplated.raw) is None  # a list field: decoded and checked
-    assert decode_block(untemplated.raw, reg) == untemplated
+    listed = Block.create(ALICE, 0, GENESIS_PREV, T0, (joined, _route()))
+    assert _fast_only(listed.raw) is not None and decode_block(listed.raw, reg) == listed
+    own = default_registry()
+    register_tx_type(own, TxType("test.checked", "with its own check", {"n": Int(0)},
+                                 check=lambda body: None))
+    untemplated = Block.create(ALICE, 0, GENESIS_PREV, T0,
+                               (_route(), own.make("test.checked", {"n": 1})))
+    from ledger.block import _USUAL, _from_template
+
+    found = _USUAL.match(untemplated.raw, 0, len(untemplated.raw) - 66)
+    assert found is not None and _from_template(untemplated.raw, found, own) is None
+    assert decode_block(untemplated.raw, own) == untemplated  # decoded and checked
     negative_zero = Transaction("mesh.route_added", {**_route().body, "t": -0.0})
     odd = Block.create(ALICE, 0, GENESIS_PREV, T0, (negative_zero,))
     assert _fast_only(odd.raw) is None and decode_block(odd.raw, reg).txs[0].body["t"] == 0.0
