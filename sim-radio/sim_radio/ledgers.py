@@ -39,6 +39,7 @@ from ledger.meshlink import (
 )
 from ledger.planner import PlannerConfig, SyncPlanner
 from ledger.sync import SyncConfig, SyncSession
+from ledger.tx import default_registry
 from mesh import events as ev
 from mesh.frames import BACKHAUL
 from mesh.identity import VerifyCache
@@ -108,8 +109,11 @@ class SimLedgers:
         self.spec = spec
         self.rng = rng
         cfg = LedgerConfig(max_block_delay_s=spec.block_delay_s, check_on_open=False)
-        self.ledgers = [Ledger.open(":memory:", node.identity, config=cfg) for node in sim.nodes]
-        self.backhaul = Ledger.open(":memory:", derive_identity(sim.seed, -1), config=cfg)
+        registry = default_registry()  # one for all: building one takes milliseconds
+        self.ledgers = [Ledger.open(":memory:", node.identity, registry=registry, config=cfg)
+                        for node in sim.nodes]
+        self.backhaul = Ledger.open(":memory:", derive_identity(sim.seed, -1), registry=registry,
+                                    config=cfg)
         shared = VerifyCache(capacity=SHARED_VERIFY_CACHE)
         for led in [*self.ledgers, self.backhaul]:
             led.verifier = shared.verify  # a block reaching many nodes is checked once
