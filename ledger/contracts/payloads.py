@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ledger.contracts import TX_TYPE as TX_TYPE
 from ledger.contracts.lifecycle import child_id, created_id
 
-TX_TYPE = "contract.tx"
 PAYLOAD_VERSION = 1
 
 
