@@ -77,6 +77,11 @@ def test_sealed_payloads_are_ietf_chacha20_poly1305() -> None:
             sb.open(a.public_key, counter, data, header)
 
 
+def fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter (imports and memory start from nothing)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout
+
 def test_the_run_path_does_not_import_cryptography(tmp_path: Path) -> None:
     """Nor zeroconf and numpy before they are used, nor the contracts engine (the registry
     knows `contract.tx` without it)."""
@@ -95,16 +100,14 @@ def test_the_run_path_does_not_import_cryptography(tmp_path: Path) -> None:
         "heavy = ('cryptography', 'zeroconf', 'numpy', 'ledger.contracts.engine')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = fresh_python(code)
     assert out.splitlines()[-1] == "[]"
 
 
 def test_settle_freezes_start_up_objects_and_trims_the_heap() -> None:
     code = ("import gc; from agent.memory import settle; ok = settle(); "
             "print(ok, gc.get_freeze_count() > 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = fresh_python(code)
     assert out.split() == ["True", "True"]  # glibc here: malloc_trim exists
 
 
@@ -278,8 +281,7 @@ def test_run_without_tls_keeps_openssl_and_compression_out(tmp_path: Path) -> No
         "print('libcrypto' in maps, 'libssl' in maps, 'libbz2' in maps, 'liblzma' in maps,\n"
         "      hashlib.sha256(b'abc').hexdigest())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = fresh_python(code)
     assert out.split() == ["False"] * 4 + [hashlib.sha256(b"abc").hexdigest()]
 
 
