@@ -270,13 +270,8 @@ class SimLedgers:
                 or (last is not None and now - last < self.spec.peer_sync_interval_s)):
             return
         self._peer_last[i][j] = now
-        led = self.ledgers[i]
-        if led.flush(EPOCH_S + now) is not None:
-            self._signed(i, now)
-        session = led.sync_session(initiator=True, peer=self._peer_name(j), now=EPOCH_S + now)
-        stream = MeshStream(self.rng.randbytes(STREAM_ID_LEN), config=self.stream_config)
-        stream.write(frame(F_SYNC, session.start(EPOCH_S + now)))
-        peers[stream.stream_id] = _End(session, stream, _Frames(), "peer", last=now, peer=j)
+        end = self._open(i, now, self._peer_name(j), None, "peer", None, j)
+        peers[end.stream.stream_id] = end
         self.counts["peer_syncs"] += 1
 
     def _answer_peer(self, i: int, source: bytes, stream_id: bytes, kind: int,
@@ -288,28 +283,32 @@ class SimLedgers:
                 or len(peers) >= MAX_PEER_SESSIONS):
             self.counts["peer_syncs_refused"] += 1
             return None
-        now = self.sim.clock.now
-        led = self.ledgers[i]
-        if led.flush(EPOCH_S + now) is not None:  # the peer gets what we recorded until now
-            self._signed(i, now)
-        session = led.sync_session(initiator=False, peer=self._peer_name(j), now=EPOCH_S + now)
-        end = _End(session, MeshStream(stream_id, config=self.stream_config), _Frames(), "peer",
-                   last=now, peer=j)
+        end = self._open(i, self.sim.clock.now, self._peer_name(j), None, "peer", stream_id, j)
         peers[stream_id] = end
         return end
+
+    def _open(self, i: int, now: float, peer_name: str, config: SyncConfig | None, route: str,
+              stream_id: bytes | None, peer: int = -1) -> _End:
+        """A session of node i's ledger on a stream: ours (a new id, we speak first) or the
+        peer's (`stream_id`, we answer). Pending records are signed first, so the other side
+        gets what we recorded until now."""
+        led = self.ledgers[i]
+        if led.flush(EPOCH_S + now) is not None:
+            self._signed(i, now)
+        initiator = stream_id is None
+        session = led.sync_session(initiator=initiator, peer=peer_name, now=EPOCH_S + now,
+                                   config=config)
+        stream = MeshStream(self.rng.randbytes(STREAM_ID_LEN) if stream_id is None else stream_id,
+                            config=self.stream_config)
+        if initiator:
+            stream.write(frame(F_SYNC, session.start(EPOCH_S + now)))
+        return _End(session, stream, _Frames(), route, last=now, peer=peer)
 
     def _peer_name(self, j: int) -> str:
         return "mesh:" + self.sim.nodes[j].id.hex()
 
     def _start(self, i: int, route: str, now: float) -> _End:
-        led = self.ledgers[i]
-        if led.flush(EPOCH_S + now) is not None:
-            self._signed(i, now)
-        session = led.sync_session(initiator=True, peer=BACKHAUL_NAME, now=EPOCH_S + now,
-                                   config=self.sync_configs[route])
-        stream = MeshStream(self.rng.randbytes(STREAM_ID_LEN), config=self.stream_config)
-        stream.write(frame(F_SYNC, session.start(EPOCH_S + now)))
-        end = _End(session, stream, _Frames(), route, last=now)
+        end = self._open(i, now, BACKHAUL_NAME, self.sync_configs[route], route, None)
         self.syncs[i] = end
         self.counts["syncs_" + route] += 1
         return end
