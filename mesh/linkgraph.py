@@ -44,6 +44,8 @@ class LinkGraph:
         self.index = {node.id: i for i, node in enumerate(self.nodes)}
         self.events: list[list[ev.Event]] = [[] for _ in range(n)]
         self.sent: list[tuple[float, int, Transmit]] = []
+        self.wakes = [0] * n
+        """Timer wake-ups per node: how often `handle_timer` was called."""
         self._queue: list[tuple[float, int, int, int, bytes]] = []
         self._seq = 0
 
@@ -122,6 +124,7 @@ class LinkGraph:
                 self._collect(j)
             elif next_timer is not None and next_timer[0] <= until:
                 self.now = max(self.now, next_timer[0])
+                self.wakes[next_timer[1]] += 1
                 self.nodes[next_timer[1]].handle_timer(self.now)
                 self._collect(next_timer[1])
             else:

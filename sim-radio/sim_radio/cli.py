@@ -30,7 +30,8 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("nodes", summary["nodes"]),
         ("seed", summary["seed"]),
         ("simulated", f"{summary['sim_seconds']:g} s in {summary['wall_seconds']:.2f} s wall "
-                      f"({_fmt(summary['sim_seconds_per_wall_second'], 1)} sim s per wall s)"),
+                      f"({_fmt(summary['sim_seconds_per_wall_second'], 1)} sim s per wall s, "
+                      f"{'compiled' if summary['compiled_cores'] else 'interpreted'} cores)"),
         ("data sent / delivered", f"{summary['data_sent']} / {summary['data_delivered']}"),
         ("packet delivery ratio", _fmt(summary["pdr"])),
         ("delay mean / p95 (s)", f"{_fmt(summary['mean_delay_s'], 4)} / "

@@ -21,7 +21,7 @@ PRIO_TRAFFIC = 3
 PRIO_SAMPLE = 4
 
 
-class ClockError(RuntimeError):
+class ClockError(ValueError):
     """An action was scheduled in the past (a bug in the caller)."""
 
 

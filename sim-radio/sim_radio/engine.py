@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import TYPE_CHECKING, Any
 
+from mesh import compiled
 from mesh import events as ev
 from mesh.frames import BACKHAUL, DecodeCache
 from mesh.identity import Identity, VerifyCache
@@ -107,6 +108,8 @@ class Channel:
         cs = iface.radio.reach_m * sim.scenario.carrier_sense_factor
         self.cs2 = cs * cs
         self.active: list[_Air] = []
+        self.deliver: Callable[[int, bytes, str, int], None] = sim.deliver
+        """Where frames received cleanly go: node, bytes, interface, sender."""
 
     def enqueue(self, i: int, tx: Transmit) -> None:
         q = self.queue[i]
@@ -205,8 +208,8 @@ class Channel:
         name = self.name
         if self.contention:
             self.active.remove(air)
+        deliver = self.deliver
         if dst is None:
-            deliver = sim.deliver
             for j, ok in zip(air.receivers, air.ok, strict=True):
                 if ok:
                     deliver(j, tx.data, name, i)
@@ -218,7 +221,7 @@ class Channel:
                     success = ok
                     break
             if success:
-                sim.deliver(dst, tx.data, name, i)  # type: ignore[arg-type]
+                deliver(dst, tx.data, name, i)  # type: ignore[arg-type]
         q = self.queue[i]
         if not success:
             self.tries[i] += 1
@@ -520,6 +523,7 @@ class Simulation:
             "wall_seconds": round(self.wall_seconds, 3),
             "sim_seconds_per_wall_second": (round(end / self.wall_seconds, 2)
                                             if self.wall_seconds > 0 else None),
+            "compiled_cores": compiled.active(),
         }
         body = self.metrics.summary()
         discoveries = sum(n.stats["route_discoveries"] for n in self.nodes)

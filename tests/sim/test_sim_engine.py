@@ -178,7 +178,8 @@ hello_interval_s = 1000.0
 
 def _record(sim: Simulation) -> list[tuple[int, bytes, int]]:
     heard: list[tuple[int, bytes, int]] = []
-    sim.deliver = lambda j, data, iface, src: heard.append((j, data, src))  # type: ignore[method-assign]
+    for channel in sim.channels.values():
+        channel.deliver = lambda j, data, iface, src: heard.append((j, data, src))
     return heard
 
 
