@@ -20,7 +20,7 @@ Routing follows RFC 3561 (AODV). What differs, and why:
 from __future__ import annotations
 
 import heapq
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -193,7 +193,9 @@ class MeshNode:
         self._events: deque[ev.Event] = deque()
         self._timers: list[tuple[float, int, str, object]] = []
         self._timer_seq = 0
-        self.stats: Counter[str] = Counter()
+        self.stats: defaultdict[str, int] = defaultdict(int)
+        """Counters by name (missing ones read 0). A defaultdict, not a Counter: counting
+        is on every frame's path, and a Counter's item access goes through Python slots."""
         self._next_hello = now + rng.uniform(0.0, cfg.hello_interval_s)
         self._push_timer(self._next_hello, "hello", None)
         if not line.is_gateway:
@@ -498,19 +500,26 @@ class MeshNode:
 
     def _learn(self, node: bytes, public_key: bytes | None, iface: str | None,
                link: Hashable | None) -> None:
+        # Oldest learned first out. An entry heard again unchanged keeps its place: every
+        # HELLO repeats what we know, and re-ordering on each cost more than the rest of its
+        # handling at 1,000 nodes. Should a live entry be evicted (beyond max_known_nodes),
+        # the neighbour's next frame learns it again.
         bound = self.config.max_known_nodes
         if public_key is not None:
             keys = self._keys
-            keys[node] = public_key
-            keys.move_to_end(node)
-            if len(keys) > bound:
-                keys.popitem(last=False)
+            if keys.get(node) != public_key:
+                keys[node] = public_key
+                keys.move_to_end(node)
+                if len(keys) > bound:
+                    keys.popitem(last=False)
         if iface is not None:
             links = self._links
-            links[node] = (iface, link)
-            links.move_to_end(node)
-            if len(links) > bound:
-                links.popitem(last=False)
+            known = links.get(node)
+            if known is None or known[0] != iface or known[1] != link:
+                links[node] = (iface, link)
+                links.move_to_end(node)
+                if len(links) > bound:
+                    links.popitem(last=False)
 
     # ----------------------------------------------------------------- HELLO and neighbours
 

@@ -19,39 +19,57 @@ class Freshness(Enum):
     STALE = "stale"
 
 
+class _Window:
+    """One originator's highest counter and the bitmap of the `window` below it."""
+
+    __slots__ = ("bitmap", "highest")
+
+    def __init__(self, highest: int, bitmap: int) -> None:
+        self.highest = highest
+        self.bitmap = bitmap
+
+
 class ReplayGuard:
     def __init__(self, window: int = 256, capacity: int = 4096) -> None:
         self.window = window
         self.capacity = capacity
         self._mask = (1 << window) - 1
-        self._state: OrderedDict[bytes, tuple[int, int]] = OrderedDict()  # highest, bitmap
+        self._state: OrderedDict[bytes, _Window] = OrderedDict()
+        self._checked: bytes | None = None
+        """The origin of the last `check` and its window: `accept` follows `check` for the
+        same origin, and need not look it up again (updated in place, not replaced)."""
+        self._checked_window: _Window | None = None
 
     def check(self, origin: bytes, counter: int) -> Freshness:
         state = self._state.get(origin)
+        self._checked, self._checked_window = origin, state
         if state is None:
             return Freshness.FRESH
-        highest, bitmap = state
+        highest = state.highest
         if counter > highest:
             return Freshness.FRESH
         offset = highest - counter
         if offset >= self.window:
             return Freshness.STALE
-        return Freshness.DUPLICATE if bitmap >> offset & 1 else Freshness.FRESH
+        return Freshness.DUPLICATE if state.bitmap >> offset & 1 else Freshness.FRESH
 
     def accept(self, origin: bytes, counter: int) -> None:
-        state = self._state.get(origin)
+        if origin is self._checked and self._checked_window is not None:
+            state: _Window | None = self._checked_window
+        else:
+            state = self._state.get(origin)
+        self._checked = self._checked_window = None
         if state is None:
-            self._state[origin] = (counter, 1)
+            self._state[origin] = _Window(counter, 1)
             if len(self._state) > self.capacity:
                 self._state.popitem(last=False)
             return
-        highest, bitmap = state
+        highest = state.highest
         if counter > highest:
-            bitmap = ((bitmap << (counter - highest)) | 1) & self._mask
-            highest = counter
+            state.bitmap = ((state.bitmap << (counter - highest)) | 1) & self._mask
+            state.highest = counter
         else:
-            bitmap |= 1 << (highest - counter)
-        self._state[origin] = (highest, bitmap)
+            state.bitmap |= 1 << (highest - counter)
         self._state.move_to_end(origin)
 
     def __len__(self) -> int:
