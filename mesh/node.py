@@ -234,13 +234,12 @@ class MeshNode:
         """
         timers = self._timers
         neighbours = self._neighbours
-        routes = self._routes
         loss = self.config.allowed_hello_loss
         while timers:
             when, _, kind, key = timers[0]
             if kind == "neighbour":
                 assert isinstance(key, Neighbour)
-                if neighbours.get(key.node) is not key:
+                if key.gone:
                     heapq.heappop(timers)
                     continue
                 expiry = key.last_heard + loss * key.hello_interval_s  # key.expiry(loss), inlined
@@ -250,7 +249,7 @@ class MeshNode:
                     continue
             elif kind == "route":
                 assert isinstance(key, Route)
-                if routes.get(key.dest) is not key or key.timer_at != when:
+                if key.timer_at != when or key.gone:
                     heapq.heappop(timers)
                     continue
                 if key.expiry > when:
@@ -411,12 +410,12 @@ class MeshNode:
             self._forward_pending_rreq(key)
         elif kind == "route":
             assert isinstance(key, Route)
-            if self._routes.get(key.dest) is key and key.timer_at == when:
+            if key.timer_at == when and not key.gone:
                 key.timer_at = INF
                 self._route_timer(key, now)
         elif kind == "neighbour":
             assert isinstance(key, Neighbour)
-            if self._neighbours.get(key.node) is key:
+            if not key.gone:
                 expiry = key.expiry(self.config.allowed_hello_loss)
                 if expiry <= now:
                     route = self._routes.get(key.node)
@@ -646,7 +645,9 @@ class MeshNode:
 
     def _link_break(self, node: bytes, reason: str, now: float) -> None:
         """A neighbour is gone: invalidate routes through it and tell their precursors."""
-        if self._neighbours.pop(node, None) is not None:
+        gone = self._neighbours.pop(node, None)
+        if gone is not None:
+            gone.gone = True
             self._events.append(ev.NeighbourDown(node, reason, now))
             if not self._neighbours:
                 self._events.append(ev.ManetLeft(now))
@@ -976,6 +977,7 @@ class MeshNode:
         for dest, route in self._routes.items():
             if not route.valid:
                 del self._routes[dest]
+                route.gone = True
                 return True
         return False
 
@@ -1001,6 +1003,7 @@ class MeshNode:
             self._invalidate(route, "expired", now)
         else:
             del self._routes[route.dest]
+            route.gone = True
 
     # ----------------------------------------------------------------- gateways
 

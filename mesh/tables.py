@@ -27,6 +27,9 @@ class Neighbour:
     """Hops to a gateway the neighbour announced in its last HELLO (255: none)."""
     echoed_at: float = float("-inf")
     """When our HELLO last echoed this neighbour's (echoes go round the neighbours in turn)."""
+    gone: bool = False
+    """Set when it leaves the neighbour table: its timer entries then do nothing (checked
+    on every wake-up, cheaper than looking the table up)."""
 
     def expiry(self, allowed_loss: int) -> float:
         return self.last_heard + allowed_loss * self.hello_interval_s
@@ -48,6 +51,8 @@ class Route:
     """Set when `dest` answered (or was vouched for) as a gateway."""
     timer_at: float = INF
     """Deadline of this route's one armed timer (INF: none)."""
+    gone: bool = False
+    """Set when it leaves the route table (as Neighbour.gone)."""
 
 
 @dataclass(frozen=True, slots=True)
