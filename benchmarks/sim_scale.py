@@ -10,6 +10,8 @@ scenario (20 sources) at pause 0 and 900 s. `--quick` runs a tenth of each durat
 Targets (issue 3): >= 90 simulated s per wall s at 50 nodes; 1,000 nodes x 300 s in under
 3 minutes and 1 GB; Broch PDR >= 0.95 at pause 900; fewer than 14 control packets per
 delivered packet.
+Runs use the compiled cores when they are built and current (`make compiled`; each run's
+`compiled_cores` says); MANET_PURE_PYTHON=1 measures the interpreted ones.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BROCH = ROOT / "sim-radio" / "scenarios" / "broch.toml"
 
-KEYS = ["nodes", "sim_seconds", "wall_seconds", "sim_seconds_per_wall_second", "data_sent",
+KEYS = ["nodes", "sim_seconds", "wall_seconds", "sim_seconds_per_wall_second", "compiled_cores",
+        "data_sent",
         "data_delivered", "pdr", "mean_delay_s", "p95_delay_s", "control_frames",
         "normalized_routing_load", "route_discoveries", "mean_route_discovery_s", "mac"]
 

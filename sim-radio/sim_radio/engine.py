@@ -103,7 +103,11 @@ class Channel:
         self.busy = [False] * n
         self.tries = [0] * n
         self.tx_end = [0.0] * n
-        self.rx: list[list[tuple[_Air, int]]] = [[] for _ in range(n)]
+        self.rx_clean: list[_Air | None] = [None] * n
+        """The frame node j is receiving cleanly, if any: a second frame overlapping it
+        makes both lost, so at most one frame at a time can be (no list per reception)."""
+        self.rx_index = [0] * n
+        """Its index among that frame's receivers."""
         self.rx_until = [0.0] * n
         cs = iface.radio.reach_m * sim.scenario.carrier_sense_factor
         self.cs2 = cs * cs
@@ -156,15 +160,17 @@ class Channel:
         radio = self.radio
         rng = sim.radio_rng
         exact = self.unit_disk and not link_loss
-        rx = self.rx
+        rx_clean = self.rx_clean
+        rx_index = self.rx_index
         rx_until = self.rx_until
         tx_end = self.tx_end
         metrics_mac = sim.metrics.mac
         if contention and rx_until[i] > now:
             # Half duplex: starting to send ruins what i was receiving.
-            for other, k in rx[i]:
-                if other.end > now:
-                    other.ok[k] = False
+            other = rx_clean[i]
+            if other is not None and other.end > now:
+                other.ok[rx_index[i]] = False
+                rx_clean[i] = None
         receivers = air.receivers
         oks = air.ok
         for j in self.grid.in_reach(i, now, x, y):
@@ -182,15 +188,16 @@ class Channel:
                 if rx_until[j] > now:
                     # Overlapping frames at j: both are lost (no capture effect).
                     metrics_mac["rx_collisions"] += 1
-                    for a, k in rx[j]:
-                        if a.end > now:
-                            a.ok[k] = False
+                    other = rx_clean[j]
+                    if other is not None and other.end > now:
+                        other.ok[rx_index[j]] = False
+                        rx_clean[j] = None
                     ok = False
-                    rx[j].append((air, len(oks)))
                     if end > rx_until[j]:
                         rx_until[j] = end
                 else:
-                    rx[j] = [(air, len(oks))]
+                    rx_clean[j] = air
+                    rx_index[j] = len(oks)
                     rx_until[j] = end
             receivers.append(j)
             oks.append(ok)
@@ -209,16 +216,18 @@ class Channel:
         if self.contention:
             self.active.remove(air)
         deliver = self.deliver
+        receivers = air.receivers
+        oks = air.ok
         if dst is None:
-            for j, ok in zip(air.receivers, air.ok, strict=True):
-                if ok:
-                    deliver(j, tx.data, name, i)
+            for k in range(len(receivers)):
+                if oks[k]:
+                    deliver(receivers[k], tx.data, name, i)
             success = True
         else:
             success = False
-            for j, ok in zip(air.receivers, air.ok, strict=True):
-                if j == dst:
-                    success = ok
+            for k in range(len(receivers)):
+                if receivers[k] == dst:
+                    success = oks[k]
                     break
             if success:
                 deliver(dst, tx.data, name, i)  # type: ignore[arg-type]
