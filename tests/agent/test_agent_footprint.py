@@ -285,6 +285,23 @@ def test_run_without_tls_keeps_openssl_and_compression_out(tmp_path: Path) -> No
     assert out.split() == ["False"] * 4 + [hashlib.sha256(b"abc").hexdigest()]
 
 
+def test_the_agent_runs_the_mesh_core_from_its_sources() -> None:
+    """As on a device, even where `make` compiled the core for the simulator (the compiled
+    group costs the idle agent 1.1 MB); MANET_PURE_PYTHON=0 lets it run compiled."""
+    code = (
+        "import os\n"
+        "os.environ.pop('MANET_PURE_PYTHON', None)\n"
+        "from agent import launch\n"
+        "try:\n"
+        "    launch.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import mesh.node\n"
+        "print(os.environ['MANET_PURE_PYTHON'], mesh.node.__file__.endswith('.py'))\n"
+    )
+    assert fresh_python(code).splitlines()[-1] == "1 True"
+
+
 async def test_udp_link_sends_runs_with_gso_and_splits_gro_reads() -> None:
     """A run of equal frames to one neighbour leaves in one sendmsg (UDP GSO) and arrives,
     coalesced or not, as the same frames in order; mixed sizes and destinations still work."""
