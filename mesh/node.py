@@ -193,6 +193,10 @@ class MeshNode:
         self._events: deque[ev.Event] = deque()
         self._timers: list[tuple[float, int, str, object]] = []
         self._timer_seq = 0
+        self.timers_pushed = 0
+        """Counts new timer entries. Deadlines move earlier only by a new entry, so a caller
+        that saw this unchanged since its last `get_timer` (and has not called
+        `handle_timer` since) knows that deadline still comes first, or too early."""
         self.stats: defaultdict[str, int] = defaultdict(int)
         """Counters by name (missing ones read 0). A defaultdict, not a Counter: counting
         is on every frame's path, and a Counter's item access goes through Python slots."""
@@ -395,6 +399,7 @@ class MeshNode:
     # ----------------------------------------------------------------- timers
 
     def _push_timer(self, when: float, kind: str, key: object) -> None:
+        self.timers_pushed += 1
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
 

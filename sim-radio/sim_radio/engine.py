@@ -323,6 +323,8 @@ class Simulation:
         self.index = {node.id: i for i, node in enumerate(self.nodes)}
         self.channels = {iface.name: Channel(self, iface) for iface in scenario.interfaces}
         self._armed: list[float | None] = [None] * self.n
+        self._pushed = [-1] * self.n
+        """Each core's timers_pushed when its deadline was last asked."""
         self._flow_seq = [0] * len(self.flows)
         self.snapshots: list[Snapshot] = []
         self.wall_seconds = 0.0
@@ -345,7 +347,12 @@ class Simulation:
 
     # ----------------------------------------------------------------- driving the cores
 
-    def _drain(self, i: int) -> None:
+    def _drain(self, i: int, fired: bool = False) -> None:
+        """Move core i's frames and events out and re-arm its timer.
+
+        The deadline is asked again only after the core fired timers or pushed new ones
+        (`timers_pushed`): otherwise it cannot have come earlier than the one armed.
+        """
         node = self.nodes[i]
         out = node.datagrams_to_send()
         if out:
@@ -363,6 +370,10 @@ class Simulation:
             elif ledgers is not None:
                 ledgers.on_event(i, event)
             event = node.next_event()
+        pushed = node.timers_pushed
+        if not fired and pushed == self._pushed[i]:
+            return
+        self._pushed[i] = pushed
         t = node.get_timer()
         if t is not None:
             # Only an earlier deadline needs a new entry: when the core's deadline moved
@@ -382,7 +393,7 @@ class Simulation:
             return  # a stale entry: an earlier one was armed since, and has fired
         self._armed[i] = None
         self.nodes[i].handle_timer(now)
-        self._drain(i)
+        self._drain(i, fired=True)
 
     def deliver(self, j: int, data: bytes, iface: str, src: int) -> None:
         self.nodes[j].receive(data, iface, src, self.clock.now)
