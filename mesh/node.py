@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from random import Random
@@ -151,12 +151,8 @@ class MeshNode:
         self._counter = counter_start
         self._seq = 0
         self._hello_no = 0
-        self._verify: Callable[[bytes, bytes, bytes, bytes], bool] = (
-            verify_cache.verify if verify_cache is not None
-            else lambda pk, sig, message, prefix: verify(pk, sig, prefix + message)
-        )
-        self._vouch = verify_cache.vouch if verify_cache is not None else None
-        self._decode = decode_cache.decode if decode_cache is not None else decode
+        self._verify_cache = verify_cache
+        self._decode_cache = decode_cache
         self._sealer = Sealer(identity)
         cfg = self.config
         self._replay = ReplayGuard(cfg.replay_window, cfg.max_known_nodes)
@@ -329,7 +325,9 @@ class MeshNode:
                 return
             data = whole
         try:
-            frame = self._decode(data, self.config.max_frame_bytes)
+            decoded = self._decode_cache
+            frame = (decoded.decode(data, self.config.max_frame_bytes) if decoded is not None
+                     else decode(data, self.config.max_frame_bytes))
         except FrameError as exc:
             self._drop(exc.reason)
             return
@@ -465,9 +463,10 @@ class MeshNode:
         signed = encode_body(body)
         frame_type = TYPE_OF[type(body)]
         sig = self.identity.sign(signing_message(frame_type, signed))
-        if self._vouch is not None:
+        if self._verify_cache is not None:
             # Cores sharing a verify cache (a simulator) then never re-verify our frames.
-            self._vouch(self.identity.public_key, sig, signed, SIGNING_PREFIX[frame_type])
+            self._verify_cache.vouch(self.identity.public_key, sig, signed,
+                                     SIGNING_PREFIX[frame_type])
         return signed, sig
 
     def _emit(self, tx: Transmit) -> None:
@@ -703,8 +702,11 @@ class MeshNode:
         elif sender != origin:  # HELLO, RERR and RREP-ACK are one hop
             self._drop("forwarded_hop_local")
             return
-        if not self._verify(body.origin_pk, frame.signature, frame.signed,
-                            SIGNING_PREFIX[frame_type]):
+        cache = self._verify_cache
+        prefix = SIGNING_PREFIX[frame_type]
+        if not (cache.verify(body.origin_pk, frame.signature, frame.signed, prefix)
+                if cache is not None
+                else verify(body.origin_pk, frame.signature, prefix + frame.signed)):
             self._drop("bad_signature")
             return
         replay.accept(origin, body.counter)

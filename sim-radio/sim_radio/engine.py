@@ -303,12 +303,9 @@ class Simulation:
         self._pos_t = [-1.0] * self.n
         self._pos = [(0.0, 0.0)] * self.n
         self._trajectories = self.mobility.trajectories
+        self._fixed: list[tuple[float, float]] | None = None
         if self.mobility.max_speed_mps == 0.0 and not scenario.moves:
-            fixed = [tr.position(0.0) for tr in self._trajectories]
-            self.position: Callable[[int, float], tuple[float, float]] = (
-                lambda i, t: fixed[i])
-        else:
-            self.position = self._moving_position
+            self._fixed = [tr.position(0.0) for tr in self._trajectories]
         verify_cache = VerifyCache()
         decode_cache = DecodeCache()
         interfaces = {iface.name: iface.profile for iface in scenario.interfaces}
@@ -337,7 +334,11 @@ class Simulation:
 
     # ----------------------------------------------------------------- positions
 
-    def _moving_position(self, i: int, t: float) -> tuple[float, float]:
+    def position(self, i: int, t: float) -> tuple[float, float]:
+        """Where node i is at time t (computed once per node and time)."""
+        fixed = self._fixed
+        if fixed is not None:
+            return fixed[i]
         if self._pos_t[i] == t:
             return self._pos[i]
         p = self._trajectories[i].position(t)
