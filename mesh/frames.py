@@ -363,6 +363,9 @@ class DecodeCache:
     them, and a lookup with the very object stored as key skips comparing the bytes (and
     reading them from memory, which at 1,000 simulated nodes is a cache miss). The table
     is emptied when it reaches `capacity` ids (sharing then starts again).
+
+    Checking a received RREQ's or RREP's hop chain is pure as well: `hash_chain` remembers
+    its results (bounded the same way), so the receivers of one transmission hash once.
     """
 
     def __init__(self, capacity: int = 16384) -> None:
@@ -370,6 +373,7 @@ class DecodeCache:
         self._frames: dict[bytes, Frame] = {}
         self._order: deque[bytes] = deque()
         self._ids: dict[bytes, bytes] = {}
+        self._chains: dict[tuple[bytes, int], bytes] = {}
         self.hits = 0
 
     def decode(self, data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
@@ -388,6 +392,17 @@ class DecodeCache:
         if len(self._order) > self.capacity:
             del self._frames[self._order.popleft()]
         return frame
+
+    def hash_chain(self, value: bytes, steps: int) -> bytes:
+        """`hash_chain(value, steps)`, remembered."""
+        key = (value, steps)
+        chains = self._chains
+        top = chains.get(key)
+        if top is None:
+            if len(chains) >= self.capacity:
+                chains.clear()
+            top = chains[key] = hash_chain(value, steps)
+        return top
 
 
 # --- fragments -------------------------------------------------------------------------------

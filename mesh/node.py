@@ -756,7 +756,11 @@ class MeshNode:
         first = body.first_hops if isinstance(body, Rrep) else 0
         if not first <= frame.hop_count <= body.max_hops:
             return False
-        return hash_chain(frame.hop_hash, body.max_hops - frame.hop_count) == body.top_hash
+        steps = body.max_hops - frame.hop_count
+        cache = self._decode_cache
+        top = (cache.hash_chain(frame.hop_hash, steps) if cache is not None
+               else hash_chain(frame.hop_hash, steps))
+        return top == body.top_hash
 
     def _blacklisted(self, node: bytes, now: float) -> bool:
         until = self._blacklist.get(node)

@@ -109,3 +109,29 @@ def test_reassembly_memory_is_bounded() -> None:
     assert r.evicted > 0
     r.add("if", "x", fr.decode_fragment(fr.fragment(b"z" * 600, 100, 1)[0]), 10.0)
     assert r.expired > 0 and r.held_bytes <= 100
+
+
+def test_decode_cache_shares_node_ids_and_remembers_hash_chains() -> None:
+    cache = fr.DecodeCache(capacity=8)
+    frames = []
+    for counter in range(3):
+        body = fr.RrepAck(ID.public_key, counter, 7)
+        signed = fr.encode_body(body)
+        sig = ID.sign(fr.signing_message(fr.T_RREP_ACK, signed))
+        frames.append(cache.decode(fr.encode_control(fr.T_RREP_ACK, b"s" * 8, signed, sig)))
+    assert all(isinstance(f, fr.Control) for f in frames)
+    assert len({id(f.origin) for f in frames}) == 1 and frames[0].origin == ID.node_id
+    assert len({id(f.sender) for f in frames}) == 1
+    data = [fr.encode_data(fr.Data(b"s" * 8, bytes([k]) * 8, b"d" * 8, k, 5, 0, 0, b""))
+            for k in range(2)]
+    a, b = (cache.decode(d) for d in data)
+    assert a.sender is b.sender and a.dest is b.dest and a.origin is not b.origin
+    small = fr.DecodeCache(capacity=4)
+    for steps in range(10):  # more than capacity: results stay right, the memo bounded
+        assert small.hash_chain(b"h" * 16, steps) == fr.hash_chain(b"h" * 16, steps)
+        assert small.hash_chain(b"h" * 16, steps) == fr.hash_chain(b"h" * 16, steps)
+        assert len(small._chains) <= 4
+    for k in range(10):
+        small.decode(fr.encode_data(fr.Data(bytes([k]) * 8, b"o" * 8, b"d" * 8, k, 5, 0, 0,
+                                            b"")))
+        assert len(small._ids) <= 4
