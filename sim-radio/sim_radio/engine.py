@@ -114,6 +114,9 @@ class Channel:
         self.active: list[_Air] = []
         self.deliver: Callable[[int, bytes, str, int], None] = sim.deliver
         """Where frames received cleanly go: node, bytes, interface, sender."""
+        self._attempt_at: Callable[[int], None] = self._attempt
+        self._end_at: Callable[[_Air], None] = self._end
+        """The clock's actions, bound once (not a new bound method per event)."""
 
     def enqueue(self, i: int, tx: Transmit) -> None:
         q = self.queue[i]
@@ -124,7 +127,7 @@ class Channel:
         if not self.busy[i]:
             self.busy[i] = True
             clock = self.sim.clock
-            clock.at(clock.now + DIFS_S, PRIO_RADIO, self._attempt, i)
+            clock.at(clock.now + DIFS_S, PRIO_RADIO, self._attempt_at, i)
 
     def _backoff(self, i: int) -> float:
         window = min(CW_MAX, CW_MIN << self.tries[i])
@@ -144,7 +147,7 @@ class Channel:
                         busy_until = air.end
             if busy_until > now:
                 self.sim.metrics.mac["deferrals"] += 1
-                self.sim.clock.at(busy_until + self._backoff(i), PRIO_RADIO, self._attempt, i)
+                self.sim.clock.at(busy_until + self._backoff(i), PRIO_RADIO, self._attempt_at, i)
                 return
         self._start(i, now)
 
@@ -204,7 +207,7 @@ class Channel:
         tx_end[i] = end
         if contention:
             self.active.append(air)
-        sim.clock.at(end, PRIO_RADIO, self._end, air)
+        sim.clock.at(end, PRIO_RADIO, self._end_at, air)
 
     def _end(self, air: _Air) -> None:
         sim = self.sim
@@ -236,13 +239,13 @@ class Channel:
             self.tries[i] += 1
             if self.tries[i] <= self.retries:
                 sim.metrics.mac["retries"] += 1
-                sim.clock.at(now + self._backoff(i), PRIO_RADIO, self._attempt, i)
+                sim.clock.at(now + self._backoff(i), PRIO_RADIO, self._attempt_at, i)
                 return
             sim.metrics.mac["drops"] += 1
         self.tries[i] = 0
         q.popleft()
         if q:
-            sim.clock.at(now + self._backoff(i), PRIO_RADIO, self._attempt, i)
+            sim.clock.at(now + self._backoff(i), PRIO_RADIO, self._attempt_at, i)
         else:
             self.busy[i] = False
         if not success:
@@ -322,6 +325,7 @@ class Simulation:
         self._armed: list[float | None] = [None] * self.n
         self._pushed = [-1] * self.n
         """Each core's timers_pushed when its deadline was last asked."""
+        self._fire_at: Callable[[int], None] = self._fire
         self._flow_seq = [0] * len(self.flows)
         self.snapshots: list[Snapshot] = []
         self.wall_seconds = 0.0
@@ -386,7 +390,7 @@ class Simulation:
                 if t < now:
                     t = now
                 self._armed[i] = t
-                self.clock.at(t, PRIO_TIMER, self._fire, i)
+                self.clock.at(t, PRIO_TIMER, self._fire_at, i)
 
     def _fire(self, i: int) -> None:
         now = self.clock.now
