@@ -33,7 +33,8 @@ def test_compiled_and_interpreted_cores_give_the_same_run(tmp_path: Path) -> Non
     # The quick demo (contention, mobility, lines cut by a disaster zone, ledgers syncing
     # through gateways) for a simulated minute: every figure equal, down to the last bit.
     if not compiled.active():
-        pytest.skip("compiled cores not built here (`make` builds them where a C compiler is)")
+        pytest.skip("compiled cores not in use: not built (make builds them where a C compiler "
+                    "is), out of date, or MANET_PURE_PYTHON=1 (make test's second pass)")
     fast = _run(tmp_path / "compiled.json", pure=False)
     slow = _run(tmp_path / "pure.json", pure=True)
     assert fast.pop("compiled_cores") is True
